@@ -1,0 +1,53 @@
+"""dreamer_actor: the actor (policy) of a JAX Dreamer agent."""
+
+import warnings as _warnings
+
+# distrax imports tfp-nightly, whose own imports raise DeprecationWarnings that are
+# not ours to fix; import it once here with them silenced.
+with _warnings.catch_warnings():
+    _warnings.simplefilter("ignore", DeprecationWarning)
+    import distrax as _distrax  # noqa: F401
+
+from dreamer_actor._src.act import ActorOutput as ActorOutput
+from dreamer_actor._src.act import act as act
+from dreamer_actor._src.checks import checked_act as checked_act
+from dreamer_actor._src.checks import checked_log_prob as checked_log_prob
+from dreamer_actor._src.config import ActorConfig as ActorConfig
+from dreamer_actor._src.losses import actor_loss as actor_loss
+from dreamer_actor._src.networks import Actor as Actor
+from dreamer_actor._src.networks import RMSNorm as RMSNorm
+from dreamer_actor._src.networks import flatten_latent as flatten_latent
+from dreamer_actor._src.tanh_normal import as_distrax as as_distrax
+from dreamer_actor._src.tanh_normal import entropy_estimate as entropy_estimate
+from dreamer_actor._src.tanh_normal import gaussian_entropy as gaussian_entropy
+from dreamer_actor._src.tanh_normal import log1m_tanh_sq as log1m_tanh_sq
+from dreamer_actor._src.tanh_normal import (
+    log_prob_with_tanh_correction as log_prob_with_tanh_correction,
+)
+from dreamer_actor._src.tanh_normal import mode_action as mode_action
+from dreamer_actor._src.tanh_normal import sample_action as sample_action
+from dreamer_actor._src.tanh_normal import squash as squash
+from dreamer_actor._src.tanh_normal import unsquash as unsquash
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "Actor",
+    "ActorConfig",
+    "ActorOutput",
+    "RMSNorm",
+    "act",
+    "actor_loss",
+    "as_distrax",
+    "checked_act",
+    "checked_log_prob",
+    "entropy_estimate",
+    "flatten_latent",
+    "gaussian_entropy",
+    "log1m_tanh_sq",
+    "log_prob_with_tanh_correction",
+    "mode_action",
+    "sample_action",
+    "squash",
+    "unsquash",
+)
