@@ -73,9 +73,7 @@ def act(
     mean, log_std = Actor.from_config(config).apply(params, hidden, stoch)
     if deterministic:
         return tanh_normal.mode_action(mean, config)
-    action, pre_tanh = tanh_normal.sample_action(
-        key, mean, log_std, config, reparameterize=reparameterize
-    )
+    action, pre_tanh = tanh_normal.sample_action(key, mean, log_std, config, reparameterize=reparameterize)
     if not training:
         return action
     log_prob = tanh_normal.log_prob_with_tanh_correction(mean, log_std, config, pre_tanh=pre_tanh)

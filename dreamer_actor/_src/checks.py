@@ -49,16 +49,12 @@ def _log_prob_with_checks(
             action <= jnp.broadcast_to(config.high, jnp.shape(action))
         )
         checkify.check(jnp.all(inside), "action outside [low, high]")
-    out = tanh_normal.log_prob_with_tanh_correction(
-        mean, log_std, config, pre_tanh=pre_tanh, action=action
-    )
+    out = tanh_normal.log_prob_with_tanh_correction(mean, log_std, config, pre_tanh=pre_tanh, action=action)
     _check_finite(out, "log_prob")
     return out
 
 
-def _act_with_checks(
-    params: Any, config: ActorConfig, hidden: jax.Array, stoch: jax.Array, key: Any, **kwargs: Any
-):
+def _act_with_checks(params: Any, config: ActorConfig, hidden: jax.Array, stoch: jax.Array, key: Any, **kwargs: Any):
     _check_finite(hidden, "hidden")
     _check_finite(stoch, "stoch")
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):

@@ -27,9 +27,7 @@ def _as_bound(name: str, value: Any) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"ActorConfig: `{name}` must be a number or an array of numbers, got {value!r}."
-        ) from error
+        raise ValueError(f"ActorConfig: `{name}` must be a number or an array of numbers, got {value!r}.") from error
     if array.ndim > 1:
         raise ValueError(
             f"ActorConfig: `{name}` must be a scalar or a 1-D array [action_dim], got shape {array.shape}."
@@ -118,17 +116,13 @@ class ActorConfig:
           >>> cfg.scale.tolist(), cfg.bias.tolist()
           ([2.5, 0.5], [0.5, 0.5])
         """
-        unknown = set(static) - {
-            f for f in cls.__dataclass_fields__ if f not in ("scale", "bias", "action_dim")
-        }
+        unknown = set(static) - {f for f in cls.__dataclass_fields__ if f not in ("scale", "bias", "action_dim")}
         if unknown:
             raise ValueError(f"ActorConfig.create: unknown option(s) {sorted(unknown)}.")
         distribution = static.get("distribution", "tanh_normal")
         if distribution == "categorical":
             if action_dim is None:
-                raise ValueError(
-                    "ActorConfig.create: `action_dim` (number of choices) is required for categorical."
-                )
+                raise ValueError("ActorConfig.create: `action_dim` (number of choices) is required for categorical.")
             scale = np.ones(int(action_dim))
             bias = np.zeros(int(action_dim))
         else:
@@ -144,9 +138,7 @@ class ActorConfig:
                     f"low {low_a.shape}, high {high_a.shape}, action_dim={action_dim}."
                 )
             if not dims_with_arg:
-                raise ValueError(
-                    "ActorConfig.create: `action_dim` is required when `low` and `high` are scalars."
-                )
+                raise ValueError("ActorConfig.create: `action_dim` is required when `low` and `high` are scalars.")
             action_dim = dims_with_arg.pop()
             low_a = np.broadcast_to(low_a, (action_dim,))
             high_a = np.broadcast_to(high_a, (action_dim,))
@@ -189,9 +181,7 @@ class ActorConfig:
         """Checks the static fields (Python values only: safe at trace time)."""
 
         def fail(field: str, expected: str) -> None:
-            raise ValueError(
-                f"ActorConfig: `{field}` must be {expected}, got {getattr(self, field)!r}."
-            )
+            raise ValueError(f"ActorConfig: `{field}` must be {expected}, got {getattr(self, field)!r}.")
 
         if not isinstance(self.action_dim, int) or self.action_dim < 1:
             fail("action_dim", "a positive int")
@@ -217,9 +207,7 @@ class ActorConfig:
                 f"strictly inside (exp(log_std_min), exp(log_std_max)) = "
                 f"({math.exp(self.log_std_min):.3g}, {math.exp(self.log_std_max):.3g})",
             )
-        if self.mean_limit is not None and not (
-            math.isfinite(self.mean_limit) and self.mean_limit > 0
-        ):
+        if self.mean_limit is not None and not (math.isfinite(self.mean_limit) and self.mean_limit > 0):
             fail("mean_limit", "None or a finite number > 0")
         if not (0 < self.min_std < self.max_std and math.isfinite(self.max_std)):
             fail("min_std", "> 0 and < max_std")
@@ -227,9 +215,9 @@ class ActorConfig:
             fail("unimix", "in [0, 1)")
         if not (self.output_scale > 0 and math.isfinite(self.output_scale)):
             fail("output_scale", "a finite number > 0")
-        if getattr(self.scale, "shape", None) != (self.action_dim,) or getattr(
-            self.bias, "shape", None
-        ) != (self.action_dim,):
+        if getattr(self.scale, "shape", None) != (self.action_dim,) or getattr(self.bias, "shape", None) != (
+            self.action_dim,
+        ):
             raise ValueError(
                 f"ActorConfig: `scale` and `bias` must have shape ({self.action_dim},), got "
                 f"{getattr(self.scale, 'shape', None)} and {getattr(self.bias, 'shape', None)}."

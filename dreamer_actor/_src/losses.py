@@ -48,23 +48,15 @@ def actor_loss(
     names = ["log_prob", "entropy", "advantage"] + ([] if weights is None else ["weights"])
     for name, x in zip(names, arrays, strict=True):
         if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise ValueError(
-                f"actor_loss: `{name}` must be floating point, got dtype {jnp.result_type(x)}."
-            )
+            raise ValueError(f"actor_loss: `{name}` must be floating point, got dtype {jnp.result_type(x)}.")
     shapes = {name: jnp.shape(x) for name, x in zip(names, arrays, strict=True)}
     if len(set(shapes.values())) != 1:
-        raise ValueError(
-            f"actor_loss: all inputs must have the same shape (e.g. [T, B]), got {shapes}."
-        )
+        raise ValueError(f"actor_loss: all inputs must have the same shape (e.g. [T, B]), got {shapes}.")
     chex.assert_rank(entropy_coef, 0)
     log_prob = log_prob.astype(jnp.promote_types(log_prob.dtype, jnp.float32))
     entropy = entropy.astype(log_prob.dtype)
     advantage = jax.lax.stop_gradient(advantage).astype(log_prob.dtype)
-    weights = (
-        jnp.ones_like(log_prob)
-        if weights is None
-        else jax.lax.stop_gradient(weights).astype(log_prob.dtype)
-    )
+    weights = jnp.ones_like(log_prob) if weights is None else jax.lax.stop_gradient(weights).astype(log_prob.dtype)
     objective = weights * (advantage * log_prob + entropy_coef * entropy)
     loss = -jnp.mean(objective)
     metrics = jax.lax.stop_gradient(

@@ -53,9 +53,7 @@ def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
     """
     hidden, stoch = jnp.asarray(hidden), jnp.asarray(stoch)
     if hidden.ndim < 1:
-        raise ValueError(
-            f"Actor: `hidden` must have shape [..., H], got a scalar of shape {hidden.shape}."
-        )
+        raise ValueError(f"Actor: `hidden` must have shape [..., H], got a scalar of shape {hidden.shape}.")
     batch = hidden.shape[:-1]
     if stoch.ndim == hidden.ndim + 1:
         stoch = stoch.reshape(*stoch.shape[:-2], stoch.shape[-2] * stoch.shape[-1])
@@ -65,14 +63,10 @@ def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
             f"`hidden` {hidden.shape}, got {stoch.shape}."
         )
     if stoch.shape[:-1] != batch:
-        raise ValueError(
-            f"Actor: leading (batch) dims of `hidden` {hidden.shape} and `stoch` {stoch.shape} differ."
-        )
+        raise ValueError(f"Actor: leading (batch) dims of `hidden` {hidden.shape} and `stoch` {stoch.shape} differ.")
     for name, x in (("hidden", hidden), ("stoch", stoch)):
         if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(
-                f"Actor: `{name}` must be a floating-point array, got dtype {x.dtype}."
-            )
+            raise ValueError(f"Actor: `{name}` must be a floating-point array, got dtype {x.dtype}.")
     return jnp.concatenate([hidden, stoch.astype(hidden.dtype)], axis=-1)
 
 
@@ -146,9 +140,7 @@ class Actor(nn.Module):
                 name=f"dense_{i}",
             )(x)
             if self.norm == "layer":
-                x = nn.LayerNorm(
-                    epsilon=1e-3, dtype=dtype, param_dtype=self.param_dtype, name=f"norm_{i}"
-                )(x)
+                x = nn.LayerNorm(epsilon=1e-3, dtype=dtype, param_dtype=self.param_dtype, name=f"norm_{i}")(x)
             elif self.norm == "rms":
                 x = RMSNorm(dtype=dtype, name=f"norm_{i}")(x)
             x = act(x)
@@ -157,9 +149,7 @@ class Actor(nn.Module):
             self.action_dim if discrete else 2 * self.action_dim,
             dtype=dtype,
             param_dtype=self.param_dtype,
-            kernel_init=nn.initializers.variance_scaling(
-                self.output_scale, "fan_avg", "truncated_normal"
-            ),
+            kernel_init=nn.initializers.variance_scaling(self.output_scale, "fan_avg", "truncated_normal"),
             name="out",
         )(x)
         # Distribution maths in float32 (float64 under x64), whatever the trunk computed in.

@@ -53,22 +53,16 @@ def _check_params(mean: jax.Array, log_std: jax.Array, config: ActorConfig, fn: 
     if not isinstance(config, ActorConfig):
         raise TypeError(f"{fn}: `config` must be an ActorConfig, got {type(config).__name__}.")
     if config.distribution != "tanh_normal":
-        raise ValueError(
-            f"{fn}: needs a tanh_normal config, got distribution={config.distribution!r}."
-        )
+        raise ValueError(f"{fn}: needs a tanh_normal config, got distribution={config.distribution!r}.")
     for name, x in (("mean", mean), ("log_std", log_std)):
         if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != config.action_dim:
             raise ValueError(
                 f"{fn}: `{name}` must have shape [..., {config.action_dim}] (action_dim), got {jnp.shape(x)}."
             )
         if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise ValueError(
-                f"{fn}: `{name}` must be floating point, got dtype {jnp.result_type(x)}."
-            )
+            raise ValueError(f"{fn}: `{name}` must be floating point, got dtype {jnp.result_type(x)}.")
     if jnp.shape(mean) != jnp.shape(log_std):
-        raise ValueError(
-            f"{fn}: `mean` {jnp.shape(mean)} and `log_std` {jnp.shape(log_std)} must have the same shape."
-        )
+        raise ValueError(f"{fn}: `mean` {jnp.shape(mean)} and `log_std` {jnp.shape(log_std)} must have the same shape.")
 
 
 def _broadcast_last(x: jax.Array, like: jax.Array) -> jax.Array:
@@ -172,9 +166,7 @@ def gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.
 
 def log_det_jacobian(pre_tanh: jax.Array, config: ActorConfig) -> jax.Array:
     """`sum_i log |d a_i / d u_i| = sum_i [log scale_i + log(1 - tanh(u_i)^2)]`, `[..., A] -> [...]`."""
-    return jnp.sum(
-        jnp.log(_broadcast_last(config.scale, pre_tanh)) + log1m_tanh_sq(pre_tanh), axis=-1
-    )
+    return jnp.sum(jnp.log(_broadcast_last(config.scale, pre_tanh)) + log1m_tanh_sq(pre_tanh), axis=-1)
 
 
 def log_prob_with_tanh_correction(
@@ -221,9 +213,7 @@ def log_prob_with_tanh_correction(
         raise ValueError(f"{fn}: give exactly one of `pre_tanh` or `action`.")
     given, name = (pre_tanh, "pre_tanh") if pre_tanh is not None else (action, "action")
     if jnp.shape(given) != jnp.shape(mean):
-        raise ValueError(
-            f"{fn}: `{name}` must have the shape of `mean` {jnp.shape(mean)}, got {jnp.shape(given)}."
-        )
+        raise ValueError(f"{fn}: `{name}` must have the shape of `mean` {jnp.shape(mean)}, got {jnp.shape(given)}.")
     mean, log_std = _as_float(mean, log_std)
     u = _as_float(pre_tanh)[0] if pre_tanh is not None else unsquash(action, config)
     u = u.astype(mean.dtype)
@@ -313,9 +303,7 @@ def as_distrax(mean: jax.Array, log_std: jax.Array, config: ActorConfig):
     # Chain applies right to left: tanh first, then the affine map to [low, high].
     bijector = distrax.Chain(
         [
-            distrax.ScalarAffine(
-                shift=config.bias.astype(mean.dtype), scale=config.scale.astype(mean.dtype)
-            ),
+            distrax.ScalarAffine(shift=config.bias.astype(mean.dtype), scale=config.scale.astype(mean.dtype)),
             distrax.Tanh(),
         ]
     )
