@@ -10,6 +10,7 @@ static field: part of the treedef, so changing it retraces, as it must.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import jax
@@ -64,6 +65,9 @@ class ActorConfig:
         it where `tanh` is not yet flat (`None`: unbounded, linear).
       min_std, max_std: std bounds of `bounded_normal`, as in DreamerV3.
       unimix: uniform mixture weight of `categorical` (DreamerV3: 0.01).
+      action_dims: `categorical` only: sizes of several independent categorical heads
+        (multi-discrete), e.g. `(3, 5)`; `action_dim` is then their sum and actions are
+        concatenated one-hots. `None`: a single head of `action_dim` choices.
       output_scale: variance scale of the output layer's initializer (DreamerV3: 0.01,
         so a fresh policy starts near mean 0 and its initial std).
       dtype: compute dtype of the trunk (`"float32"` or `"bfloat16"`); the distribution
@@ -85,6 +89,7 @@ class ActorConfig:
     min_std: float = struct.field(pytree_node=False, default=0.1)
     max_std: float = struct.field(pytree_node=False, default=1.0)
     unimix: float = struct.field(pytree_node=False, default=0.01)
+    action_dims: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
     output_scale: float = struct.field(pytree_node=False, default=0.01)
     dtype: str = struct.field(pytree_node=False, default="float32")
 
@@ -120,6 +125,15 @@ class ActorConfig:
         if unknown:
             raise ValueError(f"ActorConfig.create: unknown option(s) {sorted(unknown)}.")
         distribution = static.get("distribution", "tanh_normal")
+        if static.get("action_dims") is not None:
+            try:
+                static["action_dims"] = tuple(operator.index(d) for d in static["action_dims"])
+            except TypeError as error:
+                raise ValueError(
+                    f"ActorConfig.create: `action_dims` must be a sequence of ints, got {static['action_dims']!r}."
+                ) from error
+            if action_dim is None and distribution == "categorical":
+                action_dim = sum(static["action_dims"])
         if distribution == "categorical":
             if action_dim is None:
                 raise ValueError("ActorConfig.create: `action_dim` (number of choices) is required for categorical.")
@@ -213,6 +227,14 @@ class ActorConfig:
             fail("min_std", "> 0 and < max_std")
         if not (0.0 <= self.unimix < 1.0):
             fail("unimix", "in [0, 1)")
+        if self.action_dims is not None and not (
+            self.distribution == "categorical"
+            and isinstance(self.action_dims, tuple)
+            and self.action_dims
+            and all(isinstance(d, int) and d >= 1 for d in self.action_dims)
+            and sum(self.action_dims) == self.action_dim
+        ):
+            fail("action_dims", "None, or (categorical only) a tuple of positive ints summing to action_dim")
         if not (self.output_scale > 0 and math.isfinite(self.output_scale)):
             fail("output_scale", "a finite number > 0")
         if getattr(self.scale, "shape", None) != (self.action_dim,) or getattr(self.bias, "shape", None) != (
