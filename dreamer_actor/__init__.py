@@ -13,6 +13,21 @@ from dreamer_actor._src.act import act as act
 from dreamer_actor._src.checks import checked_act as checked_act
 from dreamer_actor._src.checks import checked_log_prob as checked_log_prob
 from dreamer_actor._src.config import ActorConfig as ActorConfig
+from dreamer_actor._src.distributions import bounded_normal_entropy as bounded_normal_entropy
+from dreamer_actor._src.distributions import bounded_normal_log_prob as bounded_normal_log_prob
+from dreamer_actor._src.distributions import bounded_normal_mode as bounded_normal_mode
+from dreamer_actor._src.distributions import bounded_normal_params as bounded_normal_params
+from dreamer_actor._src.distributions import bounded_normal_sample as bounded_normal_sample
+from dreamer_actor._src.distributions import categorical_entropy as categorical_entropy
+from dreamer_actor._src.distributions import categorical_log_prob as categorical_log_prob
+from dreamer_actor._src.distributions import categorical_log_probs as categorical_log_probs
+from dreamer_actor._src.distributions import categorical_mode as categorical_mode
+from dreamer_actor._src.distributions import categorical_probs as categorical_probs
+from dreamer_actor._src.distributions import categorical_sample as categorical_sample
+from dreamer_actor._src.distributions import policy_entropy as policy_entropy
+from dreamer_actor._src.distributions import policy_log_prob as policy_log_prob
+from dreamer_actor._src.distributions import policy_mode as policy_mode
+from dreamer_actor._src.distributions import policy_sample as policy_sample
 from dreamer_actor._src.losses import actor_loss as actor_loss
 from dreamer_actor._src.networks import Actor as Actor
 from dreamer_actor._src.networks import RMSNorm as RMSNorm
@@ -39,6 +54,17 @@ __all__ = (
     "act",
     "actor_loss",
     "as_distrax",
+    "bounded_normal_entropy",
+    "bounded_normal_log_prob",
+    "bounded_normal_mode",
+    "bounded_normal_params",
+    "bounded_normal_sample",
+    "categorical_entropy",
+    "categorical_log_prob",
+    "categorical_log_probs",
+    "categorical_mode",
+    "categorical_probs",
+    "categorical_sample",
     "checked_act",
     "checked_log_prob",
     "entropy_estimate",
@@ -47,6 +73,10 @@ __all__ = (
     "log1m_tanh_sq",
     "log_prob_with_tanh_correction",
     "mode_action",
+    "policy_entropy",
+    "policy_log_prob",
+    "policy_mode",
+    "policy_sample",
     "sample_action",
     "squash",
     "unsquash",

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from dreamer_actor._src import tanh_normal
+from dreamer_actor._src import distributions
 from dreamer_actor._src.config import ActorConfig
 from dreamer_actor._src.networks import Actor
 
@@ -15,9 +15,12 @@ class ActorOutput(NamedTuple):
     """What `act(..., training=True)` returns; every field has the batch shape `[...]`.
 
     Attributes:
-      action: `[..., A]` sampled action in env bounds, stop-gradiented.
-      log_prob: `[...]` log pi(action | state), with the tanh and scale Jacobian.
-      entropy: `[...]` entropy estimate of pi(. | state) (see `entropy_estimate`).
+      action: `[..., A]` sampled action in env bounds (a one-hot for `categorical`),
+        stop-gradiented unless `reparameterize=True`.
+      log_prob: `[...]` log pi(action | state): tanh_normal with the tanh and scale
+        Jacobian; see `policy_log_prob` for the other kinds.
+      entropy: `[...]` entropy of pi(. | state): a one-sample estimate for tanh_normal
+        (see `entropy_estimate`), closed form / exact for bounded_normal / categorical.
     """
 
     action: jax.Array
@@ -36,7 +39,10 @@ def act(
     deterministic: bool = False,
     reparameterize: bool = False,
 ) -> ActorOutput | jax.Array:
-    """Runs the actor on a latent state.
+    """Runs the actor on a latent state, for any `config.distribution`.
+
+    Dispatches through `policy_sample`, `policy_log_prob`, `policy_entropy` and
+    `policy_mode` (see `dreamer_actor._src.distributions`).
 
     Args:
       params: the actor's variables (`Actor.from_config(config).init(...)`).
@@ -46,14 +52,16 @@ def act(
       key: PRNG key (unused, may be None, when `deterministic=True`).
       training: True -> `ActorOutput(action, log_prob, entropy)`; False -> the action
         `[..., A]` only. A Python bool (it changes what is returned).
-      deterministic: acting only: return the mode action `tanh(mean) * scale + bias`
-        instead of a sample.
+      deterministic: acting only: return the mode action (`tanh(mean) * scale + bias`
+        for the Gaussians, the one-hot argmax for categorical) instead of a sample.
       reparameterize: let gradients flow through the sampled action (the "dynamics"
-        estimator, for differentiable world models); default False: the action is
-        stop-gradiented and the gradient flows through `log_prob` (REINFORCE).
+        estimator, for differentiable world models; straight-through for categorical);
+        default False: the action is stop-gradiented and the gradient flows through
+        `log_prob` (REINFORCE).
 
     Returns:
-      `ActorOutput` when training, else the action `[..., A]` in `[low, high]`.
+      `ActorOutput` when training, else the action `[..., A]` in `[low, high]` (a
+      one-hot `[..., A]` for categorical: the choice is `argmax(action, -1)`).
 
     Example:
       >>> cfg = ActorConfig.create(low=-2.0, high=2.0, action_dim=1, layers=1, units=8)
@@ -70,12 +78,12 @@ def act(
         raise ValueError("act: `deterministic=True` is for acting only (training needs samples).")
     if key is None and not deterministic:
         raise ValueError("act: `key` is required unless deterministic=True.")
-    mean, log_std = Actor.from_config(config).apply(params, hidden, stoch)
+    outputs = Actor.from_config(config).apply(params, hidden, stoch)
     if deterministic:
-        return tanh_normal.mode_action(mean, config)
-    action, pre_tanh = tanh_normal.sample_action(key, mean, log_std, config, reparameterize=reparameterize)
+        return distributions.policy_mode(outputs, config)
+    action, raw_sample = distributions.policy_sample(key, outputs, config, reparameterize=reparameterize)
     if not training:
         return action
-    log_prob = tanh_normal.log_prob_with_tanh_correction(mean, log_std, config, pre_tanh=pre_tanh)
-    entropy = tanh_normal.entropy_estimate(mean, log_std, config, pre_tanh=pre_tanh)
+    log_prob = distributions.policy_log_prob(outputs, config, raw_sample=raw_sample)
+    entropy = distributions.policy_entropy(outputs, config, raw_sample=raw_sample)
     return ActorOutput(action, log_prob, entropy)

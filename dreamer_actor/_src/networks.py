@@ -33,7 +33,7 @@ class RMSNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-        return (x32 * scale).astype(self.dtype)
+        return (x32 * jnp.broadcast_to(scale, x32.shape)).astype(self.dtype)
 
 
 def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
