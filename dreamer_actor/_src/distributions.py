@@ -458,7 +458,7 @@ def policy_log_prob(
     fn = "policy_log_prob"
     first, second = _unpack(outputs, config, fn)
     name, given = _one_of(fn, raw_sample=raw_sample, action=action)
-    if config.distribution != "categorical":
+    if config.distribution != "categorical" or name == "raw_sample":
         _check_float(given, name, first.shape, fn, f"{first.shape} (that of `outputs[0]`)")
     if config.distribution == "tanh_normal":
         return tanh_normal.log_prob_with_tanh_correction(first, second, config, pre_tanh=raw_sample, action=action)
@@ -485,9 +485,9 @@ def policy_entropy(
     """
     fn = "policy_entropy"
     first, second = _unpack(outputs, config, fn)
+    if raw_sample is not None:
+        _check_float(raw_sample, "raw_sample", None, fn, "")
     if config.distribution == "tanh_normal":
-        if raw_sample is not None:
-            _check_float(raw_sample, "raw_sample", None, fn, "")
         return tanh_normal.entropy_estimate(
             first, second, config, pre_tanh=raw_sample, key=key, num_samples=num_samples
         )
