@@ -32,6 +32,11 @@ from dreamer_actor._src.losses import actor_loss as actor_loss
 from dreamer_actor._src.networks import Actor as Actor
 from dreamer_actor._src.networks import RMSNorm as RMSNorm
 from dreamer_actor._src.networks import flatten_latent as flatten_latent
+from dreamer_actor._src.normalizer import ReturnNormalizer as ReturnNormalizer
+from dreamer_actor._src.normalizer import ReturnNormalizerState as ReturnNormalizerState
+from dreamer_actor._src.normalizer import normalize_advantage as normalize_advantage
+from dreamer_actor._src.returns import imagination_weights as imagination_weights
+from dreamer_actor._src.returns import lambda_returns as lambda_returns
 from dreamer_actor._src.tanh_normal import as_distrax as as_distrax
 from dreamer_actor._src.tanh_normal import entropy_estimate as entropy_estimate
 from dreamer_actor._src.tanh_normal import gaussian_entropy as gaussian_entropy
@@ -51,6 +56,8 @@ __all__ = (
     "ActorConfig",
     "ActorOutput",
     "RMSNorm",
+    "ReturnNormalizer",
+    "ReturnNormalizerState",
     "act",
     "actor_loss",
     "as_distrax",
@@ -70,9 +77,12 @@ __all__ = (
     "entropy_estimate",
     "flatten_latent",
     "gaussian_entropy",
+    "imagination_weights",
+    "lambda_returns",
     "log1m_tanh_sq",
     "log_prob_with_tanh_correction",
     "mode_action",
+    "normalize_advantage",
     "policy_entropy",
     "policy_log_prob",
     "policy_mode",
