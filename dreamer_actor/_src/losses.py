@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 
@@ -52,7 +51,8 @@ def actor_loss(
     shapes = {name: jnp.shape(x) for name, x in zip(names, arrays, strict=True)}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"actor_loss: all inputs must have the same shape (e.g. [T, B]), got {shapes}.")
-    chex.assert_rank(entropy_coef, 0)
+    if jnp.ndim(entropy_coef) != 0:
+        raise ValueError(f"actor_loss: `entropy_coef` must be a scalar, got shape {jnp.shape(entropy_coef)}.")
     log_prob = log_prob.astype(jnp.promote_types(log_prob.dtype, jnp.float32))
     entropy = entropy.astype(log_prob.dtype)
     advantage = jax.lax.stop_gradient(advantage).astype(log_prob.dtype)
