@@ -28,6 +28,7 @@ from dreamer_actor._src.distributions import policy_entropy as policy_entropy
 from dreamer_actor._src.distributions import policy_log_prob as policy_log_prob
 from dreamer_actor._src.distributions import policy_mode as policy_mode
 from dreamer_actor._src.distributions import policy_sample as policy_sample
+from dreamer_actor._src.estimators import policy_loss as policy_loss
 from dreamer_actor._src.losses import actor_loss as actor_loss
 from dreamer_actor._src.networks import Actor as Actor
 from dreamer_actor._src.networks import RMSNorm as RMSNorm
@@ -85,6 +86,7 @@ __all__ = (
     "normalize_advantage",
     "policy_entropy",
     "policy_log_prob",
+    "policy_loss",
     "policy_mode",
     "policy_sample",
     "sample_action",
