@@ -10,6 +10,9 @@ with _warnings.catch_warnings():
 
 from dreamer_actor._src.act import ActorOutput as ActorOutput
 from dreamer_actor._src.act import act as act
+from dreamer_actor._src.checkpoint import Checkpoint as Checkpoint
+from dreamer_actor._src.checkpoint import restore_checkpoint as restore_checkpoint
+from dreamer_actor._src.checkpoint import save_checkpoint as save_checkpoint
 from dreamer_actor._src.checks import checked_act as checked_act
 from dreamer_actor._src.checks import checked_log_prob as checked_log_prob
 from dreamer_actor._src.config import ActorConfig as ActorConfig
@@ -49,6 +52,10 @@ from dreamer_actor._src.tanh_normal import mode_action as mode_action
 from dreamer_actor._src.tanh_normal import sample_action as sample_action
 from dreamer_actor._src.tanh_normal import squash as squash
 from dreamer_actor._src.tanh_normal import unsquash as unsquash
+from dreamer_actor._src.train import act_per_example as act_per_example
+from dreamer_actor._src.train import example_keys as example_keys
+from dreamer_actor._src.train import make_actor_loss_fn as make_actor_loss_fn
+from dreamer_actor._src.train import make_actor_train_step as make_actor_train_step
 
 __version__ = "0.1.0"
 
@@ -56,10 +63,12 @@ __all__ = (
     "Actor",
     "ActorConfig",
     "ActorOutput",
+    "Checkpoint",
     "RMSNorm",
     "ReturnNormalizer",
     "ReturnNormalizerState",
     "act",
+    "act_per_example",
     "actor_loss",
     "as_distrax",
     "bounded_normal_entropy",
@@ -76,12 +85,15 @@ __all__ = (
     "checked_act",
     "checked_log_prob",
     "entropy_estimate",
+    "example_keys",
     "flatten_latent",
     "gaussian_entropy",
     "imagination_weights",
     "lambda_returns",
     "log1m_tanh_sq",
     "log_prob_with_tanh_correction",
+    "make_actor_loss_fn",
+    "make_actor_train_step",
     "mode_action",
     "normalize_advantage",
     "policy_entropy",
@@ -89,7 +101,9 @@ __all__ = (
     "policy_loss",
     "policy_mode",
     "policy_sample",
+    "restore_checkpoint",
     "sample_action",
+    "save_checkpoint",
     "squash",
     "unsquash",
 )

@@ -1,0 +1,994 @@
+"""Benchmark of the actor's training step and acting path, side by side with baselines.
+
+Run `python -m benchmarks.actor_step` (or `make bench`); `--quick` for a smoke run on
+tiny shapes. Writes `actor_step.json` and `actor_step.md` into `--out`
+(default `results/bench/`). See `benchmarks/README.md` for how to read them.
+
+Sections (`--only a,b,...`):
+  head      the head maths alone (sample, log-prob, entropy, loss, backward) on the
+            trunk's raw `[N, 2A]` output: ours vs distrax vs PyTorch.
+  step      the jitted training step at workloads S and L: ours vs the bare trunk,
+            distrax, the matmul-only bound (roofline) and PyTorch.
+  act       acting at batch 1 and 16, host arrays in and out: ours vs the bare
+            trunk's jitted forward and PyTorch.
+  compile   trace+lower and XLA compile time of each jitted function, XLA's FLOP
+            count and buffer sizes.
+  memory    peak resident memory of each training-step variant, one fresh process each.
+  scaling   training-step time against the number of states (1k..64k at 3 x 256).
+  platform  one `16384 x 1536 x 512` matrix product: XLA vs PyTorch vs numpy.
+  flags     the S step and that matrix product under several XLA CPU flag sets, one
+            fresh process per flag set (XLA reads its flags once per process).
+
+Every timed comparison interleaves its variants round by round (A B C A B C ...) and
+reports per-round ratios, so the machine's drift affects both sides of a ratio alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import dreamer_actor as da
+
+from benchmarks import _timing as T
+
+SECTIONS = ("head", "step", "act", "compile", "memory", "scaling", "platform", "flags")
+ENTROPY_COEF = 3e-4
+
+# XLA CPU flag sets tried by the `flags` section ("" is the default).
+FLAG_SETS = {
+    "default": "",
+    "onednn_dot": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot",
+    "onednn_dot_eltwise": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot,eltwise",
+    "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "fast_math": "--xla_cpu_enable_fast_math=true",
+    "eigen_single_thread": "--xla_cpu_multi_thread_eigen=false",
+}
+QUICK_FLAG_SETS = ("onednn_dot",)  # one child: checks the mechanism, not the speed
+
+
+# ----------------------------------------------------------------------------- workloads
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """Shapes of one benchmark workload: `starts x horizon` latent states through a trunk.
+
+    Attributes:
+      name: label in the results.
+      starts, horizon: the states are a `[horizon, starts]` batch (DreamerV3 imagines
+        `horizon` steps from each of `starts` replayed states).
+      hidden: width `H` of the deterministic latent.
+      stoch: `(S, C)`: `S` categorical latents of `C` classes (one-hot).
+      layers, units: trunk depth and width.
+      action_dim: `A`.
+    """
+
+    name: str
+    starts: int
+    horizon: int
+    hidden: int = 512
+    stoch: tuple[int, int] = (32, 32)
+    layers: int = 3
+    units: int = 256
+    action_dim: int = 6
+
+    @property
+    def states(self) -> int:
+        return self.starts * self.horizon
+
+    @property
+    def in_dim(self) -> int:
+        return self.hidden + self.stoch[0] * self.stoch[1]
+
+
+def workloads(quick: bool) -> dict[str, Workload]:
+    if quick:
+        return {
+            "S": Workload("S", 16, 4, hidden=16, stoch=(4, 4), layers=2, units=32),
+            "L": Workload("L", 8, 4, hidden=16, stoch=(4, 4), layers=2, units=64),
+        }
+    return {
+        "S": Workload("S", 1024, 15),  # DreamerV3's imagination batch: 15,360 states, 1536 inputs
+        "L": Workload("L", 1024, 4, units=1024),  # 4,096 states, trunk 3 x 1024
+    }
+
+
+def scaling_workloads(quick: bool) -> list[Workload]:
+    sizes = (64, 128, 256) if quick else (1024, 4096, 16384, 65536)
+    base = workloads(quick)["S"]
+    return [dataclasses.replace(base, name=f"N={n}", starts=n, horizon=1) for n in sizes]
+
+
+@dataclasses.dataclass
+class Setup:
+    """Inputs, config and parameters of one workload (device arrays and host copies)."""
+
+    workload: Workload
+    config: da.ActorConfig
+    params: Any
+    hidden: jax.Array
+    stoch: jax.Array
+    advantage: jax.Array
+    key: jax.Array
+
+
+def make_setup(w: Workload, seed: int = 0) -> Setup:
+    config = da.ActorConfig.create(-1.0, 1.0, action_dim=w.action_dim, layers=w.layers, units=w.units)
+    rng = np.random.default_rng(seed)
+    hidden = rng.standard_normal((w.horizon, w.starts, w.hidden), dtype=np.float32)
+    classes = rng.integers(0, w.stoch[1], size=(w.horizon, w.starts, w.stoch[0]))
+    stoch = np.eye(w.stoch[1], dtype=np.float32)[classes]
+    advantage = rng.standard_normal((w.horizon, w.starts), dtype=np.float32)
+    params = da.Actor.from_config(config).init(jax.random.key(seed), hidden[:1, :1], stoch[:1, :1])
+    return Setup(w, config, params, jnp.asarray(hidden), jnp.asarray(stoch), jnp.asarray(advantage), jax.random.key(1))
+
+
+# ----------------------------------------------------------------------------- JAX functions
+
+
+class Trunk(nn.Module):
+    """The bare trunk: `Actor`'s layers without the distribution head (same parameter names)."""
+
+    layers: int
+    units: int
+    out_dim: int
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, stoch: jax.Array) -> jax.Array:
+        x = da.flatten_latent(hidden, stoch)
+        for i in range(self.layers):
+            x = nn.Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
+            x = nn.LayerNorm(epsilon=1e-3, name=f"norm_{i}")(x)
+            x = jax.nn.silu(x)
+        return nn.Dense(self.out_dim, name="out")(x)
+
+
+def trunk_of(config: da.ActorConfig) -> Trunk:
+    return Trunk(config.layers, config.units, 2 * config.action_dim)
+
+
+def trunk_loss(params: Any, config: da.ActorConfig, hidden: jax.Array, stoch: jax.Array) -> jax.Array:
+    """Baseline 1: the bare trunk's forward with `loss = sum(outputs)`."""
+    return jnp.sum(trunk_of(config).apply(params, hidden, stoch))
+
+
+def ours_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:
+    """Our training loss: `act(..., training=True)` then `actor_loss`."""
+    out = da.act(params, config, hidden, stoch, key, training=True)
+    loss, _ = da.actor_loss(out.log_prob, out.entropy, advantage, entropy_coef=ENTROPY_COEF)
+    return loss
+
+
+def distrax_head_loss(mean, log_std, config, advantage, key) -> jax.Array:
+    """The same estimator written with distrax: `Transformed(MultivariateNormalDiag, Tanh)`.
+
+    A reparameterized base sample `u`, the action `sg(forward(u))` scored by the
+    distribution's own `log_prob` (which inverts the tanh), and the entropy estimate
+    `H[base] + log|det J|(u)` (distrax has no entropy for a tanh transform). Same key
+    -> same noise as ours, so on unsaturated samples the loss equals ours.
+    """
+    dist = da.as_distrax(mean, log_std, config)
+    u = dist.distribution.sample(seed=key)
+    action = jax.lax.stop_gradient(dist.bijector.forward(u))
+    log_prob = dist.log_prob(action)
+    entropy = dist.distribution.entropy() + dist.bijector.forward_log_det_jacobian(u)
+    loss, _ = da.actor_loss(log_prob, entropy, advantage, entropy_coef=ENTROPY_COEF)
+    return loss
+
+
+def distrax_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:
+    """Baseline 2: the training loss with the distrax head."""
+    mean, log_std = da.Actor.from_config(config).apply(params, hidden, stoch)
+    return distrax_head_loss(mean, log_std, config, advantage, key)
+
+
+def _head_params(raw: jax.Array, config: da.ActorConfig) -> tuple[jax.Array, jax.Array]:
+    """The actor's own squashing of the raw `[..., 2A]` output into `(mean, log_std)`."""
+    actor = da.Actor.from_config(config)
+    raw_mean, raw_std = jnp.split(raw, 2, axis=-1)
+    return actor._squash_mean(raw_mean), actor._squash_log_std(raw_std)
+
+
+def ours_head_loss(raw, config, advantage, key) -> jax.Array:
+    """Head maths alone: sample, log-prob, entropy, loss on raw trunk outputs `[..., 2A]`."""
+    outputs = _head_params(raw, config)
+    _, u = da.policy_sample(key, outputs, config)
+    log_prob = da.policy_log_prob(outputs, config, raw_sample=u)
+    entropy = da.policy_entropy(outputs, config, raw_sample=u)
+    loss, _ = da.actor_loss(log_prob, entropy, advantage, entropy_coef=ENTROPY_COEF)
+    return loss
+
+
+def distrax_head_only_loss(raw, config, advantage, key) -> jax.Array:
+    mean, log_std = _head_params(raw, config)
+    return distrax_head_loss(mean, log_std, config, advantage, key)
+
+
+OPTIMIZER = optax.adam(1e-4)
+
+
+def with_adam(loss_fn: Callable[..., jax.Array]) -> Callable[..., Any]:
+    """`(params, opt_state, *args) -> (params, opt_state)`: gradient of `loss_fn` + an Adam update."""
+
+    def step(params, opt_state, *args):
+        grads = jax.grad(loss_fn)(params, *args)
+        updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return step
+
+
+def trunk_dots(w: Workload) -> tuple[Callable[..., Any], list[jax.Array], float]:
+    """Baseline 3: exactly the matrix products of the trunk's forward and backward, nothing else.
+
+    Forward `X_i @ W_i` for every Dense; backward `X_i^T @ G_i` (weight gradients) and
+    `G_i @ W_i^T` (input gradients, except the first layer's: the latent is no
+    parameter). Returns `(fn, operands, flops)`.
+    """
+    dims = [w.in_dim] + [w.units] * w.layers + [2 * w.action_dim]
+    n = w.states
+    rng = np.random.default_rng(0)
+
+    def arr(*shape: int) -> jax.Array:
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    operands, flops = [], 0.0
+    for i, (k, m) in enumerate(itertools.pairwise(dims)):
+        operands.append((arr(n, k), arr(k, m), arr(n, m), i > 0))
+        flops += 2.0 * n * k * m * (3 if i > 0 else 2)
+    arrays = [a for x, wt, g, _ in operands for a in (x, wt, g)]
+    needs_dx = [dx for *_, dx in operands]
+
+    def fn(*arrays):
+        out = []
+        for i, dx in enumerate(needs_dx):
+            x, wt, g = arrays[3 * i : 3 * i + 3]
+            out.append(x @ wt)
+            out.append(jax.lax.dot_general(x, g, (((0,), (0,)), ((), ()))))
+            if dx:
+                out.append(jax.lax.dot_general(g, wt, (((1,), (1,)), ((), ()))))
+        return out
+
+    return fn, arrays, flops
+
+
+def step_flops(w: Workload) -> float:
+    """Matrix-product FLOPs of one training step (forward + backward), as `trunk_dots` counts them."""
+    dims = [w.in_dim] + [w.units] * w.layers + [2 * w.action_dim]
+    return sum(2.0 * w.states * k * m * (3 if i > 0 else 2) for i, (k, m) in enumerate(itertools.pairwise(dims)))
+
+
+# ----------------------------------------------------------------------------- torch (optional)
+
+
+def torch_status() -> dict[str, Any]:
+    """Whether PyTorch can be imported, its version and thread count."""
+    try:
+        import torch
+    except ImportError:
+        return {"installed": False, "status": "not installed"}
+    return {"installed": True, "status": "installed", "version": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def torch_compile_works(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any] | None, str, float]:
+    """`(compiled_fn or None, status, first-call seconds)` for `torch.compile(fn)`."""
+    import torch
+
+    try:
+        compiled = torch.compile(fn)
+        start = time.perf_counter()
+        compiled(*args)
+        return compiled, "ok", time.perf_counter() - start
+    except Exception as error:  # torch.compile needs a C++ toolchain; report why it failed
+        return None, f"failed: {type(error).__name__}: {str(error)[:200]}", float("nan")
+
+
+class TorchBench:
+    """The PyTorch reference on a `Setup`'s weights and inputs."""
+
+    def __init__(self, setup: Setup) -> None:
+        import torch
+
+        from benchmarks import torch_actor
+
+        self.torch, self.ta = torch, torch_actor
+        self.model = torch_actor.TorchActor.from_flax(setup.params, setup.config, setup.workload.in_dim)
+        self.hidden = torch.from_numpy(np.array(setup.hidden))
+        self.stoch = torch.from_numpy(np.array(setup.stoch))
+        self.advantage = torch.from_numpy(np.array(setup.advantage))
+        self.scale = torch.from_numpy(np.array(setup.config.scale))
+        self.bias = torch.from_numpy(np.array(setup.config.bias))
+
+    def head_fn(self) -> Callable[[Any], Any]:
+        """Head maths + backward on a raw `[N, 2A]` output (a leaf tensor)."""
+        torch, ta = self.torch, self.ta
+        model, scale, adv = self.model, self.scale, self.advantage.reshape(-1)
+
+        def fn(raw):
+            raw = raw.detach().requires_grad_(True)
+            mean, log_std = model.head(raw)
+            eps = torch.randn_like(mean)
+            loss = ta.head_loss(mean, log_std, eps, adv, scale)
+            (grad,) = torch.autograd.grad(loss, raw)
+            return grad
+
+        return fn
+
+    def step_fn(self) -> Callable[[], Any]:
+        """Training step: forward, loss, backward into the parameters' `.grad`."""
+        torch, ta = self.torch, self.ta
+        model, scale = self.model, self.scale
+
+        def fn(hidden, stoch, adv):
+            model.zero_grad(set_to_none=True)
+            mean, log_std = model(hidden, stoch)
+            eps = torch.randn_like(mean)
+            loss = ta.head_loss(mean, log_std, eps, adv, scale)
+            loss.backward()
+            return loss
+
+        return fn
+
+    def act_fn(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        ta, model, scale, bias = self.ta, self.model, self.scale, self.bias
+        return lambda h, z: ta.act(model, h, z, scale, bias)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "n/a"
+    if s >= 1.0:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def section_head(args, setups) -> dict[str, Any]:
+    s = setups["S"]
+    n = s.workload.states
+    raw = jax.random.normal(jax.random.key(2), (n, 2 * s.config.action_dim), jnp.float32)
+    adv = s.advantage.reshape(n)
+    ours = jax.jit(jax.grad(ours_head_loss))
+    dx = jax.jit(jax.grad(distrax_head_only_loss))
+    variants = {
+        "ours": lambda: ours(raw, s.config, adv, s.key),
+        "distrax": lambda: dx(raw, s.config, adv, s.key),
+    }
+    extra: dict[str, Any] = {}
+    if args.torch["installed"]:
+        tb = TorchBench(s)
+        raw_t = tb.torch.from_numpy(np.array(raw))
+        head = tb.head_fn()
+        variants["torch_eager"] = lambda: head(raw_t)
+        if args.torch_compile:
+            compiled, status, first = torch_compile_works(head, raw_t)
+            extra["torch_compile"] = {"status": status, "first_call_s": first}
+            if compiled is not None:
+                variants["torch_compile"] = lambda: compiled(raw_t)
+    times = T.interleaved(variants, repeats=args.repeats, warmup=args.warmup, min_round_s=args.min_round_s)
+    ratios = {"ours / distrax": ("ours", "distrax")}
+    for name in ("torch_eager", "torch_compile"):
+        if name in times:
+            ratios[f"ours / {name}"] = ("ours", name)
+    return {"shape": [n, 2 * s.config.action_dim], **T.summarize(times, ratios), **extra}
+
+
+def _step_variants(
+    s: Setup, with_torch: bool, torch_compile: bool, with_adam_variants: bool = True
+) -> tuple[dict[str, Callable[[], Any]], dict]:
+    """Name -> zero-arg callable for every training-step variant of a workload."""
+    c, h, z, adv, key, p = s.config, s.hidden, s.stoch, s.advantage, s.key, s.params
+    trunk = jax.jit(jax.grad(trunk_loss))
+    ours = jax.jit(jax.grad(ours_loss))
+    dx = jax.jit(jax.grad(distrax_loss))
+    opt_state = OPTIMIZER.init(p)
+    trunk_adam = jax.jit(with_adam(trunk_loss))
+    ours_adam = jax.jit(with_adam(ours_loss))
+    dots, operands, _ = trunk_dots(s.workload)
+    dots = jax.jit(dots)
+    variants = {
+        "trunk": lambda: trunk(p, c, h, z),
+        "ours": lambda: ours(p, c, h, z, adv, key),
+        "distrax": lambda: dx(p, c, h, z, adv, key),
+        "matmuls_only": lambda: dots(*operands),
+    }
+    if with_adam_variants:
+        variants["trunk+adam"] = lambda: trunk_adam(p, opt_state, c, h, z)
+        variants["ours+adam"] = lambda: ours_adam(p, opt_state, c, h, z, adv, key)
+    extra: dict[str, Any] = {}
+    if with_torch:
+        tb = TorchBench(s)
+        step = tb.step_fn()
+        targs = (tb.hidden, tb.stoch, tb.advantage)
+        variants["torch_eager"] = lambda: step(*targs)
+        if torch_compile:
+            compiled, status, first = torch_compile_works(step, *targs)
+            extra["torch_compile"] = {"status": status, "first_call_s": first}
+            if compiled is not None:
+                variants["torch_compile"] = lambda: compiled(*targs)
+    return variants, extra
+
+
+def section_step(args, setups) -> dict[str, Any]:
+    out = {}
+    for name, s in setups.items():
+        if args.quick and name != "S":
+            continue  # the same code at other shapes: left out of the smoke run
+        variants, extra = _step_variants(
+            s, args.torch["installed"], args.torch_compile and name == "S", with_adam_variants=not args.quick
+        )
+        times = T.interleaved(variants, repeats=args.repeats, warmup=args.warmup)
+        ratios = {
+            "ours / trunk": ("ours", "trunk"),
+            "ours / distrax": ("ours", "distrax"),
+            **({"ours+adam / trunk+adam": ("ours+adam", "trunk+adam")} if "ours+adam" in times else {}),
+            "roofline: ours / matmuls_only": ("ours", "matmuls_only"),
+            "roofline: trunk / matmuls_only": ("trunk", "matmuls_only"),
+        }
+        for t in ("torch_eager", "torch_compile"):
+            if t in times:
+                ratios[f"ours / {t}"] = ("ours", t)
+        result = T.summarize(times, ratios)
+        flops = step_flops(s.workload)
+        dots_s = result["times"]["matmuls_only"]["median"]
+        result.update(
+            {
+                "workload": dataclasses.asdict(s.workload),
+                "states": s.workload.states,
+                "matmul_flops": flops,
+                "matmul_rate_gflops": flops / dots_s / 1e9,
+                **extra,
+            }
+        )
+        out[name] = result
+    return out
+
+
+def _act_row(args, s: Setup, act: Callable[..., Any]) -> dict[str, Any]:
+    h, z = np.array(s.hidden[0]), np.array(s.stoch[0])  # host arrays [batch, ...]
+    c, p, key = s.config, s.params, s.key
+    fwd = jax.jit(trunk_of(c).apply)
+    variants = {
+        "ours": lambda: np.asarray(act(p, c, h, z, key)),
+        "trunk_forward": lambda: np.asarray(fwd(p, h, z)),
+    }
+    extra: dict[str, Any] = {}
+    if args.torch["installed"]:
+        tact = TorchBench(s).act_fn()
+        variants["torch_eager"] = lambda: tact(h, z)
+        if args.torch_compile:
+            compiled, status, first = torch_compile_works(tact, h, z)
+            extra["torch_compile"] = {"status": status, "first_call_s": first}
+            if compiled is not None:
+                variants["torch_compile"] = lambda: compiled(h, z)
+    times = T.interleaved(variants, repeats=args.repeats, warmup=args.warmup, min_round_s=args.min_round_s)
+    ratios = {"ours / trunk_forward": ("ours", "trunk_forward")}
+    for t in ("torch_eager", "torch_compile"):
+        if t in times:
+            ratios[f"ours / {t}"] = ("ours", t)
+    return {**T.summarize(times, ratios), **extra}
+
+
+def section_act(args, setups) -> dict[str, Any]:
+    act = jax.jit(functools.partial(da.act, training=False))
+    w0 = setups["S"].workload
+    return {
+        f"batch{b}": _act_row(args, make_setup(dataclasses.replace(w0, name=f"act{b}", starts=b, horizon=1)), act)
+        for b in (1, 16)
+    }
+
+
+def section_compile(args, setups) -> dict[str, Any]:
+    s = setups["S"]
+    c, h, z, adv, key, p = s.config, s.hidden, s.stoch, s.advantage, s.key, s.params
+    opt_state = OPTIMIZER.init(p)
+    reps = 1 if args.quick else 3
+    jobs = {
+        "trunk": (jax.grad(trunk_loss), (p, c, h, z)),
+        "ours": (jax.grad(ours_loss), (p, c, h, z, adv, key)),
+        "distrax": (jax.grad(distrax_loss), (p, c, h, z, adv, key)),
+        "trunk+adam": (with_adam(trunk_loss), (p, opt_state, c, h, z)),
+        "ours+adam": (with_adam(ours_loss), (p, opt_state, c, h, z, adv, key)),
+        "act (batch 16)": (
+            functools.partial(da.act, training=False),
+            (p, c, np.asarray(h)[0, :16], np.asarray(z)[0, :16], key),
+        ),
+    }
+    if args.quick:
+        jobs = {k: jobs[k] for k in ("trunk", "ours")}
+    out: dict[str, Any] = {}
+    for name, (fn, fargs) in jobs.items():
+        out[name] = T.compile_seconds(fn, *fargs, repeats=reps)
+        # First call of a fresh jit (trace + compile + run) minus the steady-state call.
+        jitted = jax.jit(lambda *a, fn=fn: fn(*a))
+        first = T.time_once(lambda jitted=jitted, fargs=fargs: jitted(*fargs))
+        steady = min(T.time_once(lambda jitted=jitted, fargs=fargs: jitted(*fargs)) for _ in range(2))
+        out[name].update({"first_call_s": first, "steady_s": steady, "first_minus_steady_s": first - steady})
+    return out
+
+
+MEMORY_VARIANTS = ("trunk", "ours", "distrax", "ours+adam", "torch_eager")
+
+
+def child_memory(args) -> dict[str, Any]:
+    """In a fresh process: build S, run one variant 3 times, report peak RSS (VmHWM) before and after."""
+    s = make_setup(workloads(args.quick)["S"])
+    want_torch = args.variant.startswith("torch")
+    variants, _ = _step_variants(s, with_torch=want_torch, torch_compile=False)
+    T.block((s.hidden, s.stoch, s.params))
+    setup_rss = T.peak_rss_bytes()
+    fn = variants[args.variant]
+    for _ in range(3):
+        T.block(fn())
+    peak = T.peak_rss_bytes()
+    return {
+        "variant": args.variant,
+        "setup_rss": setup_rss,
+        "peak_rss": peak,
+        "delta": peak - setup_rss,
+        "getrusage_maxrss": T.getrusage_peak_bytes(),
+    }
+
+
+def section_memory(args, setups) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in MEMORY_VARIANTS[:2] if args.quick else MEMORY_VARIANTS:
+        if v.startswith("torch") and not args.torch["installed"]:
+            continue
+        child = ["--_child", "memory", "--variant", v] + (["--quick"] if args.quick else [])
+        out[v] = T.run_child(child)
+    ok = {k: r for k, r in out.items() if "error" not in r}
+    if "trunk" in ok:
+        for r in ok.values():
+            r["peak_ratio_vs_trunk"] = r["peak_rss"] / ok["trunk"]["peak_rss"]
+            r["delta_ratio_vs_trunk"] = r["delta"] / max(ok["trunk"]["delta"], 1)
+    return out
+
+
+def _scaling_row(args, s: Setup) -> dict[str, Any]:
+    c, h, z, adv, key, p = s.config, s.hidden, s.stoch, s.advantage, s.key, s.params
+    trunk = jax.jit(jax.grad(trunk_loss))
+    ours = jax.jit(jax.grad(ours_loss))
+    times = T.interleaved(
+        {"ours": lambda: ours(p, c, h, z, adv, key), "trunk": lambda: trunk(p, c, h, z)},
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    return {"states": s.workload.states, **T.summarize(times, {"ours / trunk": ("ours", "trunk")})}
+
+
+def section_scaling(args, setups) -> dict[str, Any]:
+    rows = [_scaling_row(args, make_setup(w)) for w in scaling_workloads(args.quick)]
+    ns = np.array([r["states"] for r in rows], dtype=np.float64)
+    fit = {}
+    for v in ("ours", "trunk"):
+        ts = np.array([r["times"][v]["median"] for r in rows])
+        slope, intercept = np.polyfit(ns, ts, 1)
+        pred = slope * ns + intercept
+        ss_res, ss_tot = float(np.sum((ts - pred) ** 2)), float(np.sum((ts - ts.mean()) ** 2))
+        fit[v] = {
+            "seconds_per_1k_states": float(slope * 1e3),
+            "intercept_s": float(intercept),
+            "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+            # time per state at the largest size over time per state at the smallest
+            "per_state_cost_ratio_largest_vs_smallest": float((ts[-1] / ns[-1]) / (ts[0] / ns[0])),
+        }
+    return {"rows": rows, "linear_fit": fit}
+
+
+def _big_matmul(quick: bool) -> tuple[int, int, int]:
+    return (256, 128, 64) if quick else (16384, 1536, 512)
+
+
+def section_platform(args, setups) -> dict[str, Any]:
+    m, k, n = _big_matmul(args.quick)
+    rng = np.random.default_rng(0)
+    a_np = rng.standard_normal((m, k), dtype=np.float32)
+    b_np = rng.standard_normal((k, n), dtype=np.float32)
+    a, b = jnp.asarray(a_np), jnp.asarray(b_np)
+    dot = jax.jit(jnp.matmul)
+    variants = {"xla": lambda: dot(a, b), "numpy": lambda: a_np @ b_np}
+    if args.torch["installed"]:
+        import torch
+
+        at, bt = torch.from_numpy(a_np), torch.from_numpy(b_np)
+        variants["torch"] = lambda: at @ bt
+    times = T.interleaved(variants, repeats=args.repeats, warmup=args.warmup)
+    ratios = {"xla / numpy": ("xla", "numpy")}
+    if "torch" in times:
+        ratios["xla / torch"] = ("xla", "torch")
+    result = T.summarize(times, ratios)
+    flops = 2.0 * m * k * n
+    result["shape"] = [m, k, n]
+    result["gflops"] = {v: flops / t["median"] / 1e9 for v, t in result["times"].items()}
+    return result
+
+
+def child_flags(args) -> dict[str, Any]:
+    """In a fresh process (XLA_FLAGS set by the parent): the big matmul and the S steps."""
+    s = make_setup(workloads(args.quick)["S"])
+    m, k, n = _big_matmul(args.quick)
+    a = jax.random.normal(jax.random.key(0), (m, k))
+    b = jax.random.normal(jax.random.key(1), (k, n))
+    dot = jax.jit(jnp.matmul)
+    variants, _ = _step_variants(s, with_torch=False, torch_compile=False)
+    names = ("trunk", "ours") if args.quick else ("trunk", "ours", "matmuls_only")
+    chosen = {"matmul": lambda: dot(a, b), **{v: variants[v] for v in names}}
+    first_call = T.time_once(chosen["ours"])  # trace + compile + one run
+    times = T.interleaved(chosen, repeats=args.repeats, warmup=args.warmup)
+    return {
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "first_call_ours_s": first_call,
+        **T.summarize(times, {"ours / trunk": ("ours", "trunk")}),
+    }
+
+
+def section_flags(args, setups) -> dict[str, Any]:
+    names = QUICK_FLAG_SETS if args.quick else tuple(FLAG_SETS)
+    out: dict[str, Any] = {}
+    for name in names:
+        child = ["--_child", "flags", "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+        child += ["--quick"] if args.quick else []
+        env = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + FLAG_SETS[name]).strip()}
+        out[name] = T.run_child(child, env=env)
+    base = out.get("default", {})
+    if "times" in base:
+        for r in out.values():
+            if "times" in r:
+                r["vs_default"] = {
+                    v: r["times"][v]["median"] / base["times"][v]["median"] for v in r["times"] if v in base["times"]
+                }
+    return out
+
+
+SECTION_FNS = {
+    "head": section_head,
+    "step": section_step,
+    "act": section_act,
+    "compile": section_compile,
+    "memory": section_memory,
+    "scaling": section_scaling,
+    "platform": section_platform,
+    "flags": section_flags,
+}
+
+
+# ----------------------------------------------------------------------------- targets and report
+
+
+def _ratio(results, *path) -> float | None:
+    node: Any = results
+    for p in path:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each `{name, value, limit, met}` (`met` None when not measured)."""
+    rows: list[tuple[str, float | None, float, str]] = []
+
+    def med(*path):
+        node = _ratio(results, *path)
+        return None if node is None else node["median"]
+
+    rows.append(("head maths: ours / distrax", med("head", "ratios", "ours / distrax"), 0.5, "<="))
+    rows.append(("head maths: ours / torch eager", med("head", "ratios", "ours / torch_eager"), 1.0, "<"))
+    rows.append(("step S: ours / bare trunk", med("step", "S", "ratios", "ours / trunk"), 1.03, "<="))
+    rows.append(
+        (
+            "step S: roofline (ours / matmuls only)",
+            med("step", "S", "ratios", "roofline: ours / matmuls_only"),
+            1.2,
+            "<=",
+        )
+    )
+    for b in (1, 16):
+        rows.append(
+            (
+                f"act batch {b}: ours / trunk forward",
+                med("act", f"batch{b}", "ratios", "ours / trunk_forward"),
+                1.5,
+                "<=",
+            )
+        )
+        rows.append(
+            (f"act batch {b}: ours / torch eager", med("act", f"batch{b}", "ratios", "ours / torch_eager"), 1.0, "<")
+        )
+    rows.append(("compile S step (trace+lower+compile, s)", med("compile", "ours", "total"), 3.0, "<="))
+    mem = _ratio(results, "memory", "ours", "peak_ratio_vs_trunk")
+    rows.append(("peak RSS S step: ours / trunk", mem, 1.1, "<="))
+    out = []
+    for name, value, limit, op in rows:
+        met = None if value is None else (value <= limit if op == "<=" else value < limit)
+        out.append({"name": name, "value": value, "limit": limit, "op": op, "met": met})
+    return out
+
+
+def _times_table(summary: dict[str, Any]) -> list[str]:
+    lines = ["| variant | median | min - max |", "|---|---|---|"]
+    for name, st in summary["times"].items():
+        lines.append(f"| {name} | {_fmt_time(st['median'])} | {_fmt_time(st['min'])} - {_fmt_time(st['max'])} |")
+    if summary.get("ratios"):
+        lines += ["", "| ratio (per round) | median | min - max |", "|---|---|---|"]
+        for name, st in summary["ratios"].items():
+            lines.append(f"| {name} | {st['median']:.3f} | {st['min']:.3f} - {st['max']:.3f} |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        "# Actor benchmark",
+        "",
+        f"{meta['date']} - jax {meta['jax']}, {meta['cpu']} ({meta['cores']} cores), "
+        f"PyTorch: {meta['torch']['status']} {meta['torch'].get('version', '')}"
+        f", repeats {meta['repeats']}{', QUICK (tiny shapes)' if meta['quick'] else ''}",
+        f"XLA_FLAGS: `{meta['xla_flags'] or '(none)'}`; load average before/after: "
+        f"{meta['loadavg_before']} / {meta.get('loadavg_after')}",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | limit | met |",
+        "|---|---|---|---|",
+    ]
+    for t in results["targets"]:
+        value = "not measured" if t["value"] is None else f"{t['value']:.3f}"
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        lines.append(f"| {t['name']} | {value} | {t['op']} {t['limit']} | {met} |")
+    sec = results["sections"]
+    if "head" in sec:
+        lines += ["", f"## Head maths alone (raw output {sec['head']['shape']}, value and gradient)", ""]
+        lines += _times_table(sec["head"])
+    if "step" in sec:
+        for name, r in sec["step"].items():
+            w = r["workload"]
+            lines += [
+                "",
+                f"## Training step {name}: {r['states']} states, {w['hidden']} + {w['stoch'][0]}x{w['stoch'][1]} "
+                f"inputs, trunk {w['layers']} x {w['units']}, {w['action_dim']} actions",
+                "",
+                f"Matrix products: {r['matmul_flops'] / 1e9:.2f} GFLOP per step; "
+                f"matmuls-only rate {r['matmul_rate_gflops']:.1f} GFLOP/s.",
+                "",
+            ]
+            lines += _times_table(r)
+    if "act" in sec:
+        for name, r in sec["act"].items():
+            lines += ["", f"## Acting, {name} (host arrays in and out)", ""]
+            lines += _times_table(r)
+    if "compile" in sec:
+        lines += [
+            "",
+            "## Compile (S)",
+            "",
+            "| function | trace+lower | XLA compile | first call - steady | XLA GFLOP | temp buffers |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in sec["compile"].items():
+            flops = "-" if r.get("flops") is None else f"{r['flops'] / 1e9:.2f}"
+            temp = "-" if not r.get("memory") else f"{r['memory'].get('temp', 0) / 2**20:.1f} MiB"
+            lines.append(
+                f"| {name} | {_fmt_time(r['lower']['median'])} | {_fmt_time(r['compile']['median'])} | "
+                f"{_fmt_time(r['first_minus_steady_s'])} | {flops} | {temp} |"
+            )
+    if "memory" in sec:
+        lines += [
+            "",
+            "## Peak resident memory (S step, one fresh process per variant)",
+            "",
+            "| variant | after setup | peak | peak - setup | peak ratio vs trunk | (peak - setup) ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in sec["memory"].items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:80]} | | | | |")
+                continue
+            mib = 2**20
+            lines.append(
+                f"| {name} | {r['setup_rss'] / mib:.0f} MiB | {r['peak_rss'] / mib:.0f} MiB | "
+                f"{r['delta'] / mib:.0f} MiB | {r.get('peak_ratio_vs_trunk', float('nan')):.3f} | "
+                f"{r.get('delta_ratio_vs_trunk', float('nan')):.3f} |"
+            )
+    if "scaling" in sec:
+        lines += [
+            "",
+            "## Scaling (training step, trunk 3 x 256 unless quick)",
+            "",
+            "| states | ours | trunk | ours / trunk | ours per 1k states |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sec["scaling"]["rows"]:
+            t = r["times"]
+            lines.append(
+                f"| {r['states']} | {_fmt_time(t['ours']['median'])} | {_fmt_time(t['trunk']['median'])} | "
+                f"{r['ratios']['ours / trunk']['median']:.3f} | {_fmt_time(t['ours']['median'] / r['states'] * 1e3)} |"
+            )
+        for v, f in sec["scaling"]["linear_fit"].items():
+            lines.append(
+                f"\nLinear fit ({v}): {_fmt_time(f['seconds_per_1k_states'])} per 1k states + "
+                f"{_fmt_time(f['intercept_s'])}, r^2 = {f['r2']:.4f}; per-state cost largest/smallest = "
+                f"{f['per_state_cost_ratio_largest_vs_smallest']:.2f}."
+            )
+    if "platform" in sec:
+        r = sec["platform"]
+        lines += ["", f"## One matrix product {' x '.join(map(str, r['shape']))} (float32)", ""]
+        lines += _times_table(r)
+        lines += ["", ", ".join(f"{v}: {g:.1f} GFLOP/s" for v, g in r["gflops"].items())]
+    if "flags" in sec:
+        lines += [
+            "",
+            "## XLA CPU flags (one fresh process each; medians, ratio vs default)",
+            "",
+            "| flag set | matmul | trunk step | ours step | matmuls only | ours / trunk | first call ours |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in sec["flags"].items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:100]} | | | | | |")
+                continue
+            t, vs = r["times"], r.get("vs_default", {})
+
+            def cell(v, t=t, vs=vs):
+                if v not in t:
+                    return "-"
+                ratio = f" ({vs[v]:.2f}x)" if v in vs else ""
+                return f"{_fmt_time(t[v]['median'])}{ratio}"
+
+            lines.append(
+                f"| {name} | {cell('matmul')} | {cell('trunk')} | {cell('ours')} | {cell('matmuls_only')} | "
+                f"{r['ratios']['ours / trunk']['median']:.3f} | {_fmt_time(r['first_call_ours_s'])} |"
+            )
+        lines += ["", "Flag sets: " + "; ".join(f"{k}: `{v or '(none)'}`" for k, v in FLAG_SETS.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.actor_step", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 repeats: a smoke run")
+    parser.add_argument("--out", default="results/bench", help="output folder (default: results/bench)")
+    parser.add_argument("--only", default=None, help=f"comma-separated sections from {', '.join(SECTIONS)}")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default 7; quick 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls per variant (default 2; quick 1)")
+    parser.add_argument(
+        "--torch-compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time torch.compile'd variants (default: on, off with --quick; compiling takes a while)",
+    )
+    parser.add_argument("--dump-hlo", action="store_true", help="write the optimized HLO of the S step and trunk")
+    parser.add_argument("--_child", choices=("memory", "flags"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats if args.repeats is not None else (2 if args.quick else 7)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.torch_compile = (not args.quick) if args.torch_compile is None else args.torch_compile
+    args.min_round_s = 0.005 if args.quick else 0.05
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    sections = SECTIONS if args.only is None else tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    args.sections = sections
+    return args
+
+
+def dump_hlo(setups: dict[str, Setup], out_dir: str) -> list[str]:
+    s = setups["S"]
+    c, h, z, adv, key, p = s.config, s.hidden, s.stoch, s.advantage, s.key, s.params
+    paths = []
+    for name, fn, fargs in (
+        ("trunk", jax.grad(trunk_loss), (p, c, h, z)),
+        ("ours", jax.grad(ours_loss), (p, c, h, z, adv, key)),
+        (
+            "ours_head",
+            jax.grad(ours_head_loss),
+            (jnp.zeros((s.workload.states, 2 * c.action_dim)), c, adv.reshape(-1), key),
+        ),
+    ):
+        path = os.path.join(out_dir, f"hlo_{name}.txt")
+        with open(path, "w") as f:
+            f.write(jax.jit(fn).lower(*fargs).compile().as_text())
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args._child == "memory":
+        print(json.dumps(child_memory(args)))
+        return 0
+    if args._child == "flags":
+        print(json.dumps(child_flags(args)))
+        return 0
+    args.torch = torch_status()
+    os.makedirs(args.out, exist_ok=True)
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git": _git_commit(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": args.torch,
+        "torch_compile": args.torch_compile,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "sections": list(args.sections),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    setups = {name: make_setup(w) for name, w in workloads(args.quick).items()}
+    results: dict[str, Any] = {"meta": meta, "sections": {}}
+    for name in args.sections:
+        start = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        results["sections"][name] = SECTION_FNS[name](args, setups)
+        print(f"[bench] {name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    if args.dump_hlo:
+        meta["hlo"] = dump_hlo(setups, args.out)
+    meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["targets"] = targets(results["sections"])
+    json_path = os.path.join(args.out, "actor_step.json")
+    md_path = os.path.join(args.out, "actor_step.md")
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2, allow_nan=True)
+    with open(md_path, "w") as f:
+        f.write(markdown(results))
+    print(markdown(results))
+    print(f"[bench] wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Checkpoints: exact round trips, clear errors, and atomic saves (interrupted in-process and by SIGKILL)."""
+
+import functools
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import dreamer_actor as da
+from dreamer_actor._src import checkpoint as ckpt_module
+
+T, B, H = 3, 4, 6
+
+
+def _latents(key, config):
+    k1, k2 = jax.random.split(key)
+    hidden = jax.random.normal(k1, (T, B, H))
+    stoch = jax.nn.one_hot(jax.random.randint(k2, (T, B, 2), 0, 3), 3)  # [T, B, S=2, C=3]
+    return hidden, stoch
+
+
+CONFIGS = {
+    "tanh_normal_rms": lambda: da.ActorConfig.create(
+        low=[-2.0, 0.0, -1.0], high=[3.0, 1.0, 1.0], layers=2, units=8, norm="rms", mean_limit=None
+    ),
+    "categorical_multi": lambda: da.ActorConfig.create(
+        distribution="categorical", action_dims=(3, 2), layers=1, units=8, unimix=0.02
+    ),
+}
+
+
+@functools.cache
+def _trained(name):
+    """Params, Adam state and normalizer state after two real updates (non-trivial mu, nu, count)."""
+    config = CONFIGS[name]()
+    hidden, stoch = _latents(jax.random.key(0), config)
+    params = _init_params(config, seed=1)
+    optimizer = optax.adam(1e-2)
+    opt_state = optimizer.init(params)
+    step = jax.jit(da.make_actor_train_step(config, optimizer, entropy_coef=1e-2))
+    normalizer = da.ReturnNormalizer()
+    norm_state = normalizer.init()
+    for i in range(2):
+        returns = jax.random.normal(jax.random.key(100 + i), (T, B)) * 10.0
+        norm_state, scale = normalizer.update(norm_state, returns)
+        advantage = da.normalize_advantage(returns, jnp.zeros_like(returns), scale)
+        params, opt_state, _ = step(params, opt_state, hidden, stoch, advantage, jax.random.key(200 + i))
+    return config, params, optimizer, opt_state, normalizer, norm_state, (hidden, stoch), step
+
+
+def _init_params(config, seed):
+    return da.Actor.from_config(config).init(jax.random.key(seed), jnp.zeros((1, H)), jnp.zeros((1, 2, 3)))
+
+
+def _assert_trees_identical(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    config, params, optimizer, opt_state, normalizer, norm_state, latents, _ = _trained("tanh_normal_rms")
+    path = da.save_checkpoint(
+        tmp_path_factory.mktemp("ck") / "run" / "step_2",
+        params=params,
+        config=config,
+        opt_state=opt_state,
+        normalizer_state=norm_state,
+        step=2,
+        extra={"env": "Pendulum-v1", "seed": 0},
+    )
+    return path, config, params, optimizer, opt_state, normalizer, norm_state, latents
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_round_trip_is_exact_and_the_restored_actor_acts_identically(tmp_path, name):
+    config, params, optimizer, opt_state, normalizer, norm_state, (hidden, stoch), step = _trained(name)
+    path = da.save_checkpoint(
+        tmp_path / "ck", params=params, config=config, opt_state=opt_state, normalizer_state=norm_state, step=7
+    )
+    assert path == (tmp_path / "ck").absolute()
+    restored = da.restore_checkpoint(
+        path,
+        config=config,
+        params_like=params,
+        opt_state_like=optimizer.init(params),
+        normalizer_state_like=normalizer.init(),
+    )
+    assert restored.step == 7 and restored.extra is None
+    _assert_trees_identical(restored.params, params)
+    _assert_trees_identical(restored.opt_state, opt_state)
+    _assert_trees_identical(restored.normalizer_state, norm_state)
+    assert isinstance(restored.normalizer_state, da.ReturnNormalizerState)
+    assert type(restored.opt_state[0]) is type(opt_state[0])  # optax's ScaleByAdamState, not a dict
+    # The config: every static field equal, bounds bit-identical.
+    assert jax.tree.structure(restored.config) == jax.tree.structure(config)
+    _assert_trees_identical(restored.config, config)
+    # Bit-identical actions for the same key: sampled, deterministic, and the training outputs.
+    key = jax.random.key(11)
+    act = jax.jit(da.act, static_argnames=("training", "deterministic"))
+    for kwargs in ({"training": False}, {"training": True}, {"training": False, "deterministic": True}):
+        original = act(params, config, hidden, stoch, key, **kwargs)
+        again = act(restored.params, restored.config, hidden, stoch, key, **kwargs)
+        _assert_trees_identical(again, original)
+    # Training resumes exactly where it stopped (the Adam moments and count were restored).
+    advantage = jnp.linspace(-1.0, 1.0, T * B).reshape(T, B)
+    resumed = step(restored.params, restored.opt_state, hidden, stoch, advantage, key)
+    continued = step(params, opt_state, hidden, stoch, advantage, key)
+    _assert_trees_identical(resumed[:2], continued[:2])
+
+
+def test_restore_without_templates_gives_params_config_and_step(saved):
+    path, config, params, *_ = saved
+    restored = da.restore_checkpoint(path)
+    _assert_trees_identical(restored.params, params)
+    _assert_trees_identical(restored.config, config)
+    assert restored.opt_state is None and restored.normalizer_state is None
+    assert restored.step == 2 and restored.extra == {"env": "Pendulum-v1", "seed": 0}
+    leaf = jax.tree.leaves(restored.params)[0]
+    assert isinstance(leaf, jax.Array) and leaf.sharding.is_fully_replicated
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"action_dim": 2}, ["`action_dim`: stored 3, expected 2"]),
+        ({"layers": 3}, ["`layers`: stored 2, expected 3"]),
+        ({"units": 16, "norm": "layer"}, ["`units`: stored 8, expected 16", "`norm`: stored 'rms', expected 'layer'"]),
+        ({"distribution": "bounded_normal"}, ["`distribution`"]),
+    ],
+)
+def test_a_mismatched_config_is_a_clear_value_error(saved, changes, named):
+    path = saved[0]
+    static = {"layers": 2, "units": 8, "norm": "rms", "mean_limit": None, **changes}
+    action_dim = static.pop("action_dim", 3)
+    expected = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=action_dim, **static)
+    with pytest.raises(ValueError, match="does not match what was expected") as info:
+        da.restore_checkpoint(path, config=expected)
+    for text in named:
+        assert text in str(info.value)
+
+
+def test_other_bounds_are_named(saved):
+    path = saved[0]
+    expected = da.ActorConfig.create(
+        low=[-2.0, 0.0, -1.0], high=[3.0, 2.0, 1.0], layers=2, units=8, norm="rms", mean_limit=None
+    )
+    with pytest.raises(ValueError, match=r"config `scale`: stored \[2.5, 0.5, 1.0\], expected \[2.5, 1.0, 1.0\]"):
+        da.restore_checkpoint(path, config=expected)
+
+
+def test_mismatched_templates_name_the_leaves(saved):
+    path, config, params, _, _, normalizer, *_ = saved
+    other = da.Actor.from_config(config).init(jax.random.key(0), jnp.zeros((1, H + 1)), jnp.zeros((1, 2, 3)))
+    with pytest.raises(
+        ValueError, match=r"param `params/dense_0/kernel`: stored float32\[12, 8\], expected float32\[13, 8\]"
+    ):
+        da.restore_checkpoint(path, params_like=other)
+    sgd_state = optax.sgd(0.1, momentum=0.9).init(params)
+    with pytest.raises(
+        ValueError, match=r"opt_state `0/trace/params/dense_0/kernel`: expected float32\[12, 8\], not in the checkpoint"
+    ):
+        da.restore_checkpoint(path, opt_state_like=sgd_state)
+    bare = da.save_checkpoint(path.parent / "bare", params=params, config=config)
+    with pytest.raises(
+        ValueError, match="`normalizer_state_like` was given but the checkpoint has no normalizer_state"
+    ):
+        da.restore_checkpoint(bare, normalizer_state_like=normalizer.init())
+
+
+def test_save_checks_its_arguments(tmp_path, saved):
+    path, config, params, *_ = saved
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        da.save_checkpoint(path, params=params, config=config)
+    wider = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=3, layers=2, units=16, norm="rms", mean_limit=None)
+    with pytest.raises(ValueError, match=r"`params` do not fit the config .*units=16"):
+        da.save_checkpoint(tmp_path / "a", params=params, config=wider)
+    with pytest.raises(TypeError, match="`config` must be an ActorConfig"):
+        da.save_checkpoint(tmp_path / "b", params=params, config={"action_dim": 3})
+    with pytest.raises(TypeError, match="`extra` must be JSON-serializable"):
+        da.save_checkpoint(tmp_path / "c", params=params, config=config, extra={"x": object()})
+    with pytest.raises(TypeError, match="nested dict"):
+        da.save_checkpoint(tmp_path / "d", params=[params], config=config)
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written for a rejected save
+
+
+def test_missing_directory_is_file_not_found_with_the_path(tmp_path):
+    missing = tmp_path / "nope" / "step_0"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        da.restore_checkpoint(missing)
+
+
+def _copy(path, tmp_path):
+    import shutil
+
+    return pathlib.Path(shutil.copytree(path, tmp_path / "copy"))
+
+
+def _data_files(path):
+    files = sorted(p for p in (path / "params").rglob("*") if p.is_file() and p.parent.name == "d")
+    assert files, "expected orbax data files"
+    return files
+
+
+def test_a_deleted_file_is_named(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    victim = _data_files(path)[0]
+    victim.unlink()
+    rel = victim.relative_to(path).as_posix()
+    with pytest.raises(ValueError, match=f"damaged:\n  `{rel}` is missing"):
+        da.restore_checkpoint(path)
+
+
+def test_a_truncated_file_is_named_and_without_verification_still_a_value_error(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    victim = _data_files(path)[-1]
+    size = victim.stat().st_size
+    victim.write_bytes(victim.read_bytes()[: size // 2])
+    rel = victim.relative_to(path).as_posix()
+    with pytest.raises(ValueError, match=f"`{rel}` has {size // 2} bytes, expected {size} \\(truncated\\?\\)"):
+        da.restore_checkpoint(path)
+    # Skipping the manifest check, orbax's own error (when it notices: truncating only the file
+    # above goes unnoticed by orbax, hence the manifest) is summarized, not dumped.
+    for file in _data_files(path):
+        file.write_bytes(file.read_bytes()[:20])
+    with pytest.raises(ValueError, match=r"could not read the checkpoint at .*OUT_OF_RANGE"):
+        da.restore_checkpoint(path, verify=False)
+
+
+def test_a_flipped_byte_is_named(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    victim = path / "metadata" / "metadata"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="`metadata/metadata` is corrupted"):
+        da.restore_checkpoint(path)
+
+
+def test_a_checkpoint_without_manifest_is_incomplete(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    (path / ckpt_module.MANIFEST).unlink()
+    with pytest.raises(ValueError, match="not a complete dreamer_actor checkpoint"):
+        da.restore_checkpoint(path)
+    (path / ckpt_module.MANIFEST).write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest .* is corrupted"):
+        da.restore_checkpoint(path)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["_write_manifest", "_commit"])
+def test_an_interrupted_save_leaves_nothing_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
+    config = CONFIGS["tanh_normal_rms"]()
+    old_params, new_params = _init_params(config, seed=1), _init_params(config, seed=2)
+    fresh, existing = tmp_path / "fresh", tmp_path / "existing"
+    da.save_checkpoint(existing, params=old_params, config=config, step=1)
+
+    def boom(*args, **kwargs):
+        raise _Interrupted(where)
+
+    monkeypatch.setattr(ckpt_module, where, boom)  # orbax has written every array when this runs
+    with pytest.raises(_Interrupted):
+        da.save_checkpoint(fresh, params=new_params, config=config, step=2)
+    with pytest.raises(_Interrupted):
+        da.save_checkpoint(existing, params=new_params, config=config, step=2, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["existing"]  # no checkpoint at `fresh`, no temporary left over
+    restored = da.restore_checkpoint(existing)
+    assert restored.step == 1
+    _assert_trees_identical(restored.params, old_params)
+
+
+def test_overwrite_replaces_the_checkpoint(tmp_path):
+    config = CONFIGS["tanh_normal_rms"]()
+    a, b = _init_params(config, seed=1), _init_params(config, seed=2)
+    da.save_checkpoint(tmp_path / "ck", params=a, config=config, step=1)
+    da.save_checkpoint(tmp_path / "ck", params=b, config=config, step=2, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["ck"]
+    restored = da.restore_checkpoint(tmp_path / "ck")
+    assert restored.step == 2
+    _assert_trees_identical(restored.params, b)
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import jax, jax.numpy as jnp
+    import dreamer_actor as da
+    from dreamer_actor._src import checkpoint as ck
+
+    target, where = sys.argv[1], sys.argv[2]
+    config = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=2, layers=1, units=8)
+    latents = jnp.zeros((1, 6)), jnp.zeros((1, 4))
+    params = {s: da.Actor.from_config(config).init(jax.random.key(s), *latents) for s in (1, 2)}
+    da.save_checkpoint(target, params=params[1], config=config, step=1)
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "before_commit":  # orbax and the manifest are written, the rename has not happened
+        ck._commit = die
+    else:  # between moving the old checkpoint aside and moving the new one in
+        renames = []
+        real_rename = os.rename
+
+        def rename(src, dst):
+            renames.append(dst)
+            if len(renames) == 2:
+                die()
+            real_rename(src, dst)
+
+        ck.os = type("os", (), {"rename": staticmethod(rename), "replace": os.replace, "fsync": os.fsync})
+    da.save_checkpoint(target, params=params[2], config=config, step=2, overwrite=True)
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["before_commit", "between_renames"])
+def test_a_killed_save_never_leaves_a_half_written_checkpoint(tmp_path, where):
+    target = tmp_path / "ck"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT, str(target), where],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    config = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=2, layers=1, units=8)
+    first = da.Actor.from_config(config).init(jax.random.key(1), jnp.zeros((1, 6)), jnp.zeros((1, 4)))
+    names = sorted(os.listdir(tmp_path))
+    if where == "before_commit":
+        # The old checkpoint is untouched at the final path; the new one lies in a hidden temporary.
+        assert len(names) == 2 and names[0].startswith(".ck.tmp-") and names[1] == "ck"
+        restored = da.restore_checkpoint(target)
+    else:
+        # No checkpoint at the final path (never a half-written one); the old one is whole beside it.
+        assert len(names) == 2 and names[0].startswith(".ck.old-") and names[1].startswith(".ck.tmp-")
+        with pytest.raises(FileNotFoundError, match=r"previous checkpoint survives as \['\.ck\.old-"):
+            da.restore_checkpoint(target)
+        restored = da.restore_checkpoint(tmp_path / names[0])
+    assert restored.step == 1
+    _assert_trees_identical(restored.params, first)
