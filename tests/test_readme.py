@@ -30,3 +30,26 @@ def test_quickstart_runs_and_produces_sane_outputs():
     leaves = jax.tree.leaves(grads)
     assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
+
+
+def test_dreamer_agent_snippet_runs_one_update_that_changes_the_policy():
+    (code,) = _python_blocks("Using it inside a Dreamer agent")
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    metrics, T, B = namespace["metrics"], namespace["T"], namespace["B"]
+    assert all(bool(jnp.isfinite(v)) for v in jax.tree.leaves(metrics))
+    # The normalizer saw one batch of [T, B] returns: its statistics moved off their init.
+    norm_state = namespace["norm_state"]
+    assert int(norm_state.count) == 1 and float(norm_state.hi) > float(norm_state.lo)
+    # The update moved the actor (Adam's first step moves every entry with a nonzero gradient).
+    before = namespace["actor"].init(jax.random.key(0), namespace["starts_h"], namespace["starts_z"])
+    moved = [
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(namespace["params"]), jax.tree.leaves(before), strict=True)
+    ]
+    assert max(moved) > 1e-6
+    # The imagined trajectory had the documented shapes: one loss term per (t, b).
+    out = namespace["da"].act(
+        before, namespace["config"], jnp.zeros((T, B, 32)), jnp.zeros((T, B, 4, 4)), jax.random.key(0), training=True
+    )
+    assert out.log_prob.shape == (T, B) and out.entropy.shape == (T, B)

@@ -131,6 +131,25 @@ def test_log1m_tanh_sq_matches_float64_and_its_derivative_is_minus_2_tanh():
     np.testing.assert_allclose(grad, -2.0 * np.tanh(u), atol=1e-5)
 
 
+def test_log1m_tanh_sq_keeps_relative_precision_near_zero():
+    """Near u = 0 the value is about -u^2: the softplus form alone cancels to ~1e-7 absolute error
+    (relative error up to 1e5 at u = 1e-6); we switch to `log1p(-tanh(u)^2)` there."""
+    u = np.concatenate([np.logspace(-6, 0.5, 400), -np.logspace(-6, 0.5, 400)])
+    u32 = np.asarray(u, np.float32)
+    ref = np.log1p(-np.tanh(u32.astype(np.float64)) ** 2)  # float64, well conditioned for |u| <~ 3
+    ours = np.asarray(jax.jit(da.log1m_tanh_sq)(jnp.asarray(u32)), np.float64)
+    np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=0)
+    # and the derivative (the custom JVP) to float32 precision, including at the switch point
+    grad = jax.vmap(jax.grad(da.log1m_tanh_sq))(jnp.asarray(u32))
+    np.testing.assert_allclose(grad, -2.0 * np.tanh(u32.astype(np.float64)), rtol=1e-6, atol=1e-7)
+
+
+def test_log1m_tanh_sq_second_derivative_is_minus_2_sech_squared():
+    u = jnp.asarray([-30.0, -3.0, -0.61, -0.6, -0.1, 0.0, 0.2, 0.6, 2.0, 25.0], jnp.float32)
+    second = jax.vmap(jax.grad(jax.grad(da.log1m_tanh_sq)))(u)
+    np.testing.assert_allclose(second, -2.0 / np.cosh(np.asarray(u, np.float64)) ** 2, rtol=1e-5, atol=1e-7)
+
+
 def test_squash_unsquash_round_trip_and_bounds(cfg3):
     u = jnp.asarray(np.linspace(-3.0, 3.0, 21)[:, None].repeat(3, axis=1), jnp.float32)
     a = da.squash(u, cfg3)

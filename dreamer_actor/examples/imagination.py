@@ -376,7 +376,7 @@ def train_step(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict
         "return_scale": aux["scale"],
         "imagined_return": jnp.mean(returns[0]),
         "imagined_reward": jnp.mean(traj["rewards"]),
-        "actor_grad_norm": optax.global_norm(actor_grads),
+        "actor_grad_norm": optax.tree.norm(actor_grads),
     }
     return new_state, metrics
 

@@ -78,8 +78,8 @@ def step(state: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     theta, theta_dot = _split(state, "step")
     action = jnp.asarray(action)
-    if action.shape != state.shape[:-1] + (ACTION_DIM,):
-        raise ValueError(f"step: `action` must have shape {state.shape[:-1] + (ACTION_DIM,)}, got {action.shape}.")
+    if action.shape != (*state.shape[:-1], ACTION_DIM):
+        raise ValueError(f"step: `action` must have shape {(*state.shape[:-1], ACTION_DIM)}, got {action.shape}.")
     torque = jnp.clip(action[..., 0], -MAX_TORQUE, MAX_TORQUE).astype(theta.dtype)
     cost = angle_normalize(theta) ** 2 + 0.1 * theta_dot**2 + 0.001 * torque**2
     accel = 3.0 * GRAVITY / (2.0 * LENGTH) * jnp.sin(theta) + 3.0 / (MASS * LENGTH**2) * torque
