@@ -136,7 +136,7 @@ def test_log1m_tanh_sq_keeps_relative_precision_near_zero():
     (relative error up to 1e5 at u = 1e-6); we switch to `log1p(-tanh(u)^2)` there."""
     u = np.concatenate([np.logspace(-6, 0.5, 400), -np.logspace(-6, 0.5, 400)])
     u32 = np.asarray(u, np.float32)
-    ref = np.log1p(-np.tanh(u32.astype(np.float64)) ** 2)  # float64, well conditioned for |u| <~ 3
+    ref = np.log1p(-(np.tanh(u32.astype(np.float64)) ** 2))  # float64, well conditioned for |u| <~ 3
     ours = np.asarray(jax.jit(da.log1m_tanh_sq)(jnp.asarray(u32)), np.float64)
     np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=0)
     # and the derivative (the custom JVP) to float32 precision, including at the switch point

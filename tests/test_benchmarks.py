@@ -1,0 +1,78 @@
+"""The benchmark script runs (smoke run on tiny shapes) and its results are well formed.
+
+Speed itself is never asserted (the machines are shared and noisy): only that every section
+produces positive timings, ratios and the targets table, and that the head variants it times
+compute the same loss (a benchmark of a different computation would mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `benchmarks` is a top-level folder, not part of the package
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from benchmarks import actor_step
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_json_and_markdown(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.actor_step", "--quick", "--only", "head,step,act,compile"]
+        + ["--out", str(tmp_path), "--no-torch-compile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    data = json.loads((tmp_path / "actor_step.json").read_text())
+    sections = data["sections"]
+    assert set(sections) == {"head", "step", "act", "compile"}
+    for summary in (sections["head"], sections["step"]["S"], sections["act"]["batch1"], sections["act"]["batch16"]):
+        for stats in summary["times"].values():
+            assert 0.0 < stats["min"] <= stats["median"] <= stats["max"]
+        for stats in summary["ratios"].values():
+            assert stats["median"] > 0.0
+    assert "ours / distrax" in sections["head"]["ratios"]
+    assert "roofline: ours / matmuls_only" in sections["step"]["S"]["ratios"]
+    names = [row["name"] for row in data["targets"]]
+    assert "step S: ours / bare trunk" in names and "head maths: ours / distrax" in names
+    markdown = (tmp_path / "actor_step.md").read_text()
+    assert "## Targets" in markdown and "## Head maths alone" in markdown
+
+
+def test_head_variants_compute_the_same_loss():
+    """Ours and the distrax baseline: same key, same noise, same loss (interior samples)."""
+    config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=3, layers=1, units=8)
+    raw = 0.3 * jax.random.normal(jax.random.key(0), (64, 6))
+    advantage = jax.random.normal(jax.random.key(1), (64,))
+    key = jax.random.key(2)
+    ours = actor_step.ours_head_loss(raw, config, advantage, key)
+    with jax.numpy_rank_promotion("allow"):  # distrax broadcasts implicitly
+        theirs = actor_step.distrax_head_only_loss(raw, config, advantage, key)
+        grad_theirs = jax.grad(actor_step.distrax_head_only_loss)(raw, config, advantage, key)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    grad_ours = jax.grad(actor_step.ours_head_loss)(raw, config, advantage, key)
+    np.testing.assert_allclose(grad_ours, grad_theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_matmul_flops_count_forward_and_backward_products():
+    w = actor_step.Workload("t", 2, 3, hidden=4, stoch=(2, 3), layers=2, units=5, action_dim=1)
+    n, dims = 6, [10, 5, 5, 2]
+    expected = 2 * n * dims[0] * dims[1] * 2 + 2 * n * dims[1] * dims[2] * 3 + 2 * n * dims[2] * dims[3] * 3
+    assert actor_step.step_flops(w) == expected
+    fn, operands, flops = actor_step.trunk_dots(w)
+    assert flops == expected
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in fn(*operands))
