@@ -29,8 +29,17 @@ with warnings.catch_warnings():
 @pytest.mark.slow
 def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.actor_step", "--quick", "--only", "head,step,act,compile"]
-        + ["--out", str(tmp_path), "--no-torch-compile"],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.actor_step",
+            "--quick",
+            "--only",
+            "head,step,act,compile",
+            "--out",
+            str(tmp_path),
+            "--no-torch-compile",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
