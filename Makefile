@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check dreamer_actor tests benchmarks
-	$(BIN)/ruff format --check dreamer_actor tests benchmarks
+	$(BIN)/ruff check dreamer_actor tests benchmarks scripts notebooks/build_notebook.py
+	$(BIN)/ruff format --check dreamer_actor tests benchmarks scripts
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 -q
