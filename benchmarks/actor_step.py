@@ -187,8 +187,9 @@ def distrax_head_loss(mean, log_std, config, advantage, key) -> jax.Array:
 
     A reparameterized base sample `u`, the action `sg(forward(u))` scored by the
     distribution's own `log_prob` (which inverts the tanh), and the entropy estimate
-    `H[base] + log|det J|(u)` (distrax has no entropy for a tanh transform). Same key
-    -> same noise as ours, so on unsaturated samples the loss equals ours.
+    `H[base] + log|det J|(u)` (distrax has no entropy for a tanh transform). Its noise is
+    `jax.random.normal(key)` (ours: `standard_normal(key)`); at the same noise the loss and
+    gradient equal ours on unsaturated samples (`tests/test_benchmarks.py`).
     """
     dist = da.as_distrax(mean, log_std, config)
     u = dist.distribution.sample(seed=key)

@@ -36,6 +36,7 @@ from dreamer_actor._src.losses import actor_loss as actor_loss
 from dreamer_actor._src.networks import Actor as Actor
 from dreamer_actor._src.networks import RMSNorm as RMSNorm
 from dreamer_actor._src.networks import flatten_latent as flatten_latent
+from dreamer_actor._src.noise import standard_normal as standard_normal
 from dreamer_actor._src.normalizer import ReturnNormalizer as ReturnNormalizer
 from dreamer_actor._src.normalizer import ReturnNormalizerState as ReturnNormalizerState
 from dreamer_actor._src.normalizer import normalize_advantage as normalize_advantage
@@ -105,5 +106,6 @@ __all__ = (
     "sample_action",
     "save_checkpoint",
     "squash",
+    "standard_normal",
     "unsquash",
 )

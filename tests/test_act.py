@@ -95,7 +95,7 @@ def test_per_sample_act_vmapped_over_time_and_batch_equals_batched_call(setup):
     keys = jax.random.split(jax.random.key(7), 12).reshape(4, 3)
     per = jax.vmap(jax.vmap(lambda k, hh, zz: da.act(params, cfg, hh, zz, k, training=True)))(keys, h, z)
     mean, log_std = da.Actor.from_config(cfg).apply(params, h, z)
-    eps = jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (2,))))(keys)
+    eps = jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (2,))))(keys)
     u = mean + jnp.exp(log_std) * eps
     np.testing.assert_allclose(per.action, da.squash(u, cfg), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(

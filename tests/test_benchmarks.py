@@ -62,19 +62,40 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     assert "## Targets" in markdown and "## Head maths alone" in markdown
 
 
-def test_head_variants_compute_the_same_loss():
-    """Ours and the distrax baseline: same key, same noise, same loss (interior samples)."""
+def _loss_at_noise(raw, config, advantage, eps):
+    """The head loss from our pure functions at a given noise `eps`."""
+    mean, log_std = actor_step._head_params(raw, config)
+    u = jax.lax.stop_gradient(mean + jnp.exp(log_std) * eps)
+    log_prob = actor_step.da.log_prob_with_tanh_correction(mean, log_std, config, pre_tanh=u)
+    entropy = actor_step.da.entropy_estimate(mean, log_std, config, pre_tanh=u)
+    return actor_step.da.actor_loss(log_prob, entropy, advantage, entropy_coef=actor_step.ENTROPY_COEF)[0]
+
+
+def test_head_variants_compute_the_same_estimator():
+    """Ours and the distrax baseline compute the same loss and gradient at the same noise.
+
+    Ours draws `standard_normal(key)`, distrax `jax.random.normal(key)` (what a distrax user
+    gets): each is compared with the loss built from our pure functions at its own noise.
+    """
     config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=3, layers=1, units=8)
     raw = 0.3 * jax.random.normal(jax.random.key(0), (64, 6))
     advantage = jax.random.normal(jax.random.key(1), (64,))
     key = jax.random.key(2)
-    ours = actor_step.ours_head_loss(raw, config, advantage, key)
+    ours_eps = actor_step.da.standard_normal(key, (64, 3))
+    distrax_eps = jax.random.normal(key, (64, 3))
     with jax.numpy_rank_promotion("allow"):  # distrax broadcasts implicitly
         theirs = actor_step.distrax_head_only_loss(raw, config, advantage, key)
         grad_theirs = jax.grad(actor_step.distrax_head_only_loss)(raw, config, advantage, key)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(theirs, _loss_at_noise(raw, config, advantage, distrax_eps), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        grad_theirs, jax.grad(_loss_at_noise)(raw, config, advantage, distrax_eps), rtol=1e-4, atol=1e-6
+    )
+    ours = actor_step.ours_head_loss(raw, config, advantage, key)
+    np.testing.assert_allclose(ours, _loss_at_noise(raw, config, advantage, ours_eps), rtol=1e-6, atol=1e-7)
     grad_ours = jax.grad(actor_step.ours_head_loss)(raw, config, advantage, key)
-    np.testing.assert_allclose(grad_ours, grad_theirs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        grad_ours, jax.grad(_loss_at_noise)(raw, config, advantage, ours_eps), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_matmul_flops_count_forward_and_backward_products():

@@ -68,7 +68,7 @@ _SCRIPT = textwrap.dedent(
 
     # 1. Per-example noise does not depend on the sharding (bit-identical).
     A = config.action_dim
-    noise = lambda key: jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (A,))))(da.example_keys(key, (T, B)))
+    noise = lambda key: jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (A,))))(da.example_keys(key, (T, B)))
     eps1 = jax.jit(noise, out_shardings=one)(key)
     eps8 = jax.jit(noise, out_shardings=NamedSharding(mesh, P(None, "batch", None)))(key)
     assert len(eps8.sharding.device_set) == 8
@@ -232,7 +232,7 @@ def test_per_example_samples_are_independent_and_standard_normal():
     # 4000 examples x 2 dims from per-example keys: mean, variance and the lag-1 correlation
     # between neighbouring examples within 5 standard errors of N(0, 1) / 0.
     keys = da.example_keys(jax.random.key(0), (40, 100))
-    eps = np.asarray(jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (2,))))(keys), np.float64).reshape(-1)
+    eps = np.asarray(jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (2,))))(keys), np.float64).reshape(-1)
     n = eps.size
     assert abs(eps.mean()) < 5 / np.sqrt(n)
     assert abs(eps.var() - 1.0) < 5 * np.sqrt(2.0 / n)

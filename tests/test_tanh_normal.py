@@ -483,7 +483,7 @@ class VariantsTest(chex.TestCase):
         a, u = self.variant(da.sample_action, static_argnames=("reparameterize",))(
             key, self.mean, self.log_std, self.cfg
         )
-        eps = jax.random.normal(key, self.mean.shape)
+        eps = da.standard_normal(key, self.mean.shape)
         np.testing.assert_allclose(u, self.mean + jnp.exp(self.log_std) * eps, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(a, da.squash(u, self.cfg), rtol=1e-6, atol=1e-6)
 
@@ -541,7 +541,7 @@ def test_per_sample_function_vmapped_over_time_and_batch_equals_batched_call(cfg
     # Sampling: vmapping over split keys draws per-element normals with those keys.
     keys = jax.random.split(jax.random.key(15), t * b).reshape(t, b)
     _, u_v = jax.vmap(jax.vmap(lambda k, m, s: da.sample_action(k, m, s, cfg3)))(keys, mean, log_std)
-    eps = jax.vmap(jax.vmap(lambda k: jax.random.normal(k, (3,))))(keys)
+    eps = jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (3,))))(keys)
     np.testing.assert_allclose(u_v, mean + jnp.exp(log_std) * eps, rtol=1e-6, atol=1e-6)
 
 

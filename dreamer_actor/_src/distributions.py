@@ -58,6 +58,7 @@ import numpy as np
 
 from dreamer_actor._src import tanh_normal
 from dreamer_actor._src.config import DISTRIBUTIONS, ActorConfig
+from dreamer_actor._src.noise import standard_normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _HALF_LOG_2PIE = 0.5 * math.log(2.0 * math.pi * math.e)
@@ -166,7 +167,7 @@ def bounded_normal_sample(
       and the unclipped `x` (give it to `bounded_normal_log_prob`).
     """
     mean, std = _check_mean_std(mean, std, config, "bounded_normal_sample")
-    x = mean + std * jax.random.normal(key, mean.shape, mean.dtype)
+    x = mean + std * standard_normal(key, mean.shape, mean.dtype)
     if not reparameterize:
         x = jax.lax.stop_gradient(x)
     return _to_env(x, config), x

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from dreamer_actor._src.config import ActorConfig
+from dreamer_actor._src.noise import standard_normal
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _HALF_LOG_2PIE = 0.5 * math.log(2.0 * math.pi * math.e)
@@ -148,7 +149,8 @@ def sample_action(
 ) -> tuple[jax.Array, jax.Array]:
     """Samples an action from the tanh-Gaussian policy.
 
-    `u = mean + exp(log_std) * eps`, `eps ~ N(0, I)`; `action = tanh(u) * scale + bias`.
+    `u = mean + exp(log_std) * eps` with `eps = standard_normal(key, mean.shape)`, `N(0, I)`;
+    `action = tanh(u) * scale + bias`.
 
     By default both outputs are stop-gradiented (REINFORCE, as DreamerV3): the
     gradient reaches the policy through `log_prob_with_tanh_correction` only. With
@@ -175,7 +177,7 @@ def sample_action(
     """
     _check_params(mean, log_std, config, "sample_action")
     mean, log_std = _as_float(mean, log_std)
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    eps = standard_normal(key, mean.shape, mean.dtype)
     u = mean + jnp.exp(log_std) * eps
     if not reparameterize:
         u = jax.lax.stop_gradient(u)
@@ -301,7 +303,7 @@ def entropy_estimate(
     if pre_tanh is None:
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"{fn}: `num_samples` must be a positive int, got {num_samples!r}.")
-        eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+        eps = standard_normal(key, (num_samples, *mean.shape), mean.dtype)
     else:
         (u,) = _as_float(pre_tanh)
         if u.shape == mean.shape:
