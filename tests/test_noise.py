@@ -80,3 +80,12 @@ class StandardNormalVariantsTest(chex.TestCase):
         np.testing.assert_array_equal(np.asarray(fn(keys[0], (3,))), plain[0])
         vmapped = jax.vmap(lambda k: da.standard_normal(k, (3,)))(keys)
         np.testing.assert_allclose(vmapped, plain, rtol=0, atol=0)
+
+
+def test_small_arrays_are_one_plain_draw_and_large_ones_two_halves():
+    key = jax.random.key(5)
+    np.testing.assert_array_equal(da.standard_normal(key, (7, 6)), jax.random.normal(key, (7, 6)))
+    first_key, second_key = jax.random.split(key)
+    big = np.asarray(da.standard_normal(key, (1000, 6))).reshape(-1)
+    np.testing.assert_array_equal(big[:3000], jax.random.normal(first_key, (3000,)))
+    np.testing.assert_array_equal(big[3000:], jax.random.normal(second_key, (3000,)))
