@@ -20,6 +20,7 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 -q
+	DREAMER_ACTOR_NOTEBOOK_QUICK=1 $(BIN)/python -m pytest --nbmake -p no:xdist -q notebooks/dreamer_actor_walkthrough.ipynb
 
 demo: $(STAMP)
 	$(BIN)/python -m dreamer_actor.demo
