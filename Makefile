@@ -19,8 +19,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check dreamer_actor tests benchmarks scripts
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 2 -q
 	DREAMER_ACTOR_NOTEBOOK_QUICK=1 $(BIN)/python -m pytest --nbmake -p no:xdist -q notebooks/dreamer_actor_walkthrough.ipynb
+	$(BIN)/python -m pytest -n 2 -q
 
 demo: $(STAMP)
 	$(BIN)/python -m dreamer_actor.demo
