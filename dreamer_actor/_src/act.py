@@ -1,4 +1,13 @@
-"""`act`: the actor end to end, from latent state to action (and its log-prob)."""
+"""`act`: the actor end to end, from latent state to action (and its log-prob and entropy).
+
+The whole data path, for every family (`family = config.family`, chosen at trace time):
+
+    raw = Actor.from_config(config).apply(params, hidden, stoch)     # [..., num_outputs]
+    dist = family.head(raw, config)                                  # e.g. (mean, log_std)
+    action, raw_sample = family.sample(key, dist, config, reparameterize=...)
+    log_prob = family.log_prob(dist, config, raw_sample=sg(raw_sample))   # the score
+    entropy = family.entropy(dist, config, raw_sample=raw_sample)
+"""
 
 from __future__ import annotations
 
@@ -6,31 +15,35 @@ from typing import Any, NamedTuple
 
 import jax
 
-from dreamer_actor._src import distributions
-from dreamer_actor._src.config import ActorConfig
+from dreamer_actor._src import validation
 from dreamer_actor._src.networks import Actor
 
 
 class ActorOutput(NamedTuple):
-    """What `act(..., training=True)` returns; every field has the batch shape `[...]`.
+    """What `act(..., training=True)` returns; `[...]` is the batch shape of the latent.
 
     Attributes:
-      action: `[..., A]` sampled action in env bounds (a one-hot for `categorical`),
-        stop-gradiented unless `reparameterize=True`.
-      log_prob: `[...]` log pi(action | state): tanh_normal with the tanh and scale
-        Jacobian; see `policy_log_prob` for the other kinds.
+      action: `[..., A]` the action for the environment, inside `[low, high]` exactly (a
+        one-hot for `categorical`). Stop-gradiented unless `reparameterize=True`.
+      raw_sample: `[..., A]` what the log-prob is exact on: tanh_normal's pre-squash `u`,
+        bounded_normal's unclipped Normal sample (official DreamerV3 feeds this one to the
+        world model and clips only the env's copy), categorical's one-hot. It carries the
+        pathwise gradient when `reparameterize=True`.
+      log_prob: `[...]` log pi(raw_sample | state) evaluated at the *stop-gradiented*
+        sample: its gradient is the score function, whatever `reparameterize` is.
       entropy: `[...]` entropy of pi(. | state): a one-sample estimate for tanh_normal
-        (see `entropy_estimate`), closed form / exact for bounded_normal / categorical.
+        (pathwise gradient), closed form / exact for bounded_normal / categorical.
     """
 
     action: jax.Array
+    raw_sample: jax.Array
     log_prob: jax.Array
     entropy: jax.Array
 
 
 def act(
     params: Any,
-    config: ActorConfig,
+    config: Any,
     hidden: jax.Array,
     stoch: jax.Array,
     key: jax.Array | None,
@@ -41,8 +54,10 @@ def act(
 ) -> ActorOutput | jax.Array:
     """Runs the actor on a latent state, for any `config.distribution`.
 
-    Dispatches through `policy_sample`, `policy_log_prob`, `policy_entropy` and
-    `policy_mode` (see `dreamer_actor._src.distributions`).
+    With `training=True` every `policy_loss` estimator can be fed straight from the output:
+    `log_prob` is the score-function log-prob (at `sg(raw_sample)`) for REINFORCE, and with
+    `reparameterize=True` the `action` / `raw_sample` (and the tanh_normal entropy) carry the
+    pathwise gradient that `"dynamics"` needs; `"mix"` uses both.
 
     Args:
       params: the actor's variables (`Actor.from_config(config).init(...)`).
@@ -50,18 +65,17 @@ def act(
       hidden: `[..., H]` deterministic latent.
       stoch: `[..., Z]` or `[..., S, C]` stochastic latent.
       key: PRNG key (unused, may be None, when `deterministic=True`).
-      training: True -> `ActorOutput(action, log_prob, entropy)`; False -> the action
-        `[..., A]` only. A Python bool (it changes what is returned).
-      deterministic: acting only: return the mode action (`tanh(mean) * scale + bias`
-        for the Gaussians, the one-hot argmax for categorical) instead of a sample.
+      training: True -> `ActorOutput(action, raw_sample, log_prob, entropy)`; False -> the
+        action `[..., A]` only. A Python bool (it changes what is returned).
+      deterministic: acting only: return the family's mode action (`tanh(mean) * scale +
+        bias` for the Gaussians, the one-hot argmax for categorical) instead of a sample.
       reparameterize: let gradients flow through the sampled action (the "dynamics"
-        estimator, for differentiable world models; straight-through for categorical);
-        default False: the action is stop-gradiented and the gradient flows through
-        `log_prob` (REINFORCE).
+        estimator, for differentiable world models; straight-through for categorical).
+        Default False: the action is stop-gradiented (REINFORCE).
 
     Returns:
-      `ActorOutput` when training, else the action `[..., A]` in `[low, high]` (a
-      one-hot `[..., A]` for categorical: the choice is `argmax(action, -1)`).
+      `ActorOutput` when training, else the action `[..., A]` in `[low, high]` (a one-hot
+      for categorical: the choice is `argmax(action, -1)`).
 
     Example:
       >>> cfg = ActorConfig.create(low=-2.0, high=2.0, action_dim=1, layers=1, units=8)
@@ -70,20 +84,21 @@ def act(
       >>> act(params, cfg, h, z, jax.random.key(1), training=False).shape
       (4, 1)
     """
-    if not isinstance(training, bool):
-        raise TypeError(f"act: `training` must be a Python bool, got {training!r}.")
-    if not isinstance(deterministic, bool):
-        raise TypeError(f"act: `deterministic` must be a Python bool, got {deterministic!r}.")
+    fn = "act"
+    family = validation.config(config, fn)
+    validation.python_bool(training, "training", fn)
+    validation.python_bool(deterministic, "deterministic", fn)
+    validation.python_bool(reparameterize, "reparameterize", fn)
     if training and deterministic:
-        raise ValueError("act: `deterministic=True` is for acting only (training needs samples).")
-    if key is None and not deterministic:
-        raise ValueError("act: `key` is required unless deterministic=True.")
-    outputs = Actor.from_config(config).apply(params, hidden, stoch)
+        raise ValueError(f"{fn}: `deterministic=True` is for acting only (training needs samples).")
+    if not deterministic:
+        validation.key(key, "key", fn)
+    dist = family.head(Actor.from_config(config).apply(params, hidden, stoch), config)
     if deterministic:
-        return distributions.policy_mode(outputs, config)
-    action, raw_sample = distributions.policy_sample(key, outputs, config, reparameterize=reparameterize)
+        return family.mode(dist, config)
+    action, raw_sample = family.sample(key, dist, config, reparameterize=reparameterize)
     if not training:
         return action
-    log_prob = distributions.policy_log_prob(outputs, config, raw_sample=raw_sample)
-    entropy = distributions.policy_entropy(outputs, config, raw_sample=raw_sample)
-    return ActorOutput(action, log_prob, entropy)
+    log_prob = family.log_prob(dist, config, raw_sample=jax.lax.stop_gradient(raw_sample))
+    entropy = family.entropy(dist, config, raw_sample=raw_sample)
+    return ActorOutput(action, raw_sample, log_prob, entropy)

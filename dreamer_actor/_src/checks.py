@@ -1,16 +1,19 @@
 """Run-time value checks under `jit`, via `jax.experimental.checkify`.
 
 Policy for values that are only known at run time (documented in the README):
-  * Out-of-range actions given to `log_prob_with_tanh_correction(action=...)` are
-    treated as lying at the nearest bound (clipped `atanh`): finite, never NaN.
-  * NaN or inf in the latent state or parameters propagate (the outputs become NaN);
-    nothing is silently replaced, since masking a diverged world model hides a bug.
+  * Out-of-support actions given to `policy_log_prob(action=...)` are not rejected:
+    tanh_normal treats them as lying at the nearest bound (clipped `atanh`, finite);
+    bounded_normal evaluates its Normal there; categorical integer indices out of range
+    give NaN.
+  * NaN or inf in the latent state, the parameters or the network's outputs propagate (the
+    outputs become NaN, categorical actions included); nothing is silently replaced, since
+    masking a diverged world model hides a bug.
 The `checked_*` functions below turn both into errors instead. Each returns
-`(error, output)` like any checkified function; call `error.throw()` (outside jit)
-to raise a `JaxRuntimeError` naming the failed check, or `error.get()` to inspect it.
+`(error, output)` like any checkified function; call `error.throw()` (outside jit) to
+raise a `JaxRuntimeError` naming the failed check, or `error.get()` to inspect it.
 
 Example:
-    err, lp = jax.jit(checked_log_prob)(mean, log_std, config, action=a)
+    err, lp = jax.jit(checked_log_prob)(dist, config, action=a)
     err.throw()
 """
 
@@ -22,9 +25,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from dreamer_actor._src import tanh_normal
-from dreamer_actor._src.act import act
-from dreamer_actor._src.config import ActorConfig
+from dreamer_actor._src import policy, validation
+from dreamer_actor._src.act import ActorOutput
+from dreamer_actor._src.networks import Actor
 
 
 def _check_finite(x: jax.Array, name: str) -> None:
@@ -32,46 +35,73 @@ def _check_finite(x: jax.Array, name: str) -> None:
 
 
 def _log_prob_with_checks(
-    mean: jax.Array,
-    log_std: jax.Array,
-    config: ActorConfig,
-    *,
-    pre_tanh: jax.Array | None = None,
-    action: jax.Array | None = None,
+    dist: Any, config: Any, *, raw_sample: jax.Array | None = None, action: jax.Array | None = None
 ) -> jax.Array:
-    _check_finite(mean, "mean")
-    _check_finite(log_std, "log_std")
-    if pre_tanh is not None:
-        _check_finite(pre_tanh, "pre_tanh")
+    for name, x in zip(config.family.Params._fields, dist, strict=False):
+        _check_finite(jnp.asarray(x), f"dist.{name}")
+    if raw_sample is not None:
+        _check_finite(jnp.asarray(raw_sample), "raw_sample")
     if action is not None:
-        _check_finite(action, "action")
-        inside = (action >= jnp.broadcast_to(config.low, jnp.shape(action))) & (
-            action <= jnp.broadcast_to(config.high, jnp.shape(action))
-        )
-        checkify.check(jnp.all(inside), "action outside [low, high]")
-    out = tanh_normal.log_prob_with_tanh_correction(mean, log_std, config, pre_tanh=pre_tanh, action=action)
+        action = jnp.asarray(action)
+        if jnp.issubdtype(action.dtype, jnp.floating):
+            _check_finite(action, "action")
+            checkify.check(
+                jnp.all(config.family.in_support(action.astype(jnp.promote_types(action.dtype, jnp.float32)), config)),
+                f"action outside the support of {config.distribution} (bounds [low, high], or a one-hot)",
+            )
+    out = policy.policy_log_prob(dist, config, raw_sample=raw_sample, action=action, _fn="checked_log_prob")
     _check_finite(out, "log_prob")
     return out
 
 
-def _act_with_checks(params: Any, config: ActorConfig, hidden: jax.Array, stoch: jax.Array, key: Any, **kwargs: Any):
-    _check_finite(hidden, "hidden")
-    _check_finite(stoch, "stoch")
+def _act_with_checks(
+    params: Any,
+    config: Any,
+    hidden: jax.Array,
+    stoch: jax.Array,
+    key: Any,
+    *,
+    training: bool,
+    deterministic: bool = False,
+    reparameterize: bool = False,
+):
+    fn = "checked_act"
+    family = validation.config(config, fn)
+    validation.python_bool(training, "training", fn)
+    validation.python_bool(deterministic, "deterministic", fn)
+    validation.python_bool(reparameterize, "reparameterize", fn)
+    if training and deterministic:
+        raise ValueError(f"{fn}: `deterministic=True` is for acting only (training needs samples).")
+    _check_finite(jnp.asarray(hidden), "hidden")
+    _check_finite(jnp.asarray(stoch), "stoch")
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         _check_finite(leaf, f"params{jax.tree_util.keystr(path)}")
-    out = act(params, config, hidden, stoch, key, **kwargs)
-    for name, x in out._asdict().items() if hasattr(out, "_asdict") else [("action", out)]:
-        _check_finite(x, name)
-    return out
+    raw = Actor.from_config(config).apply(params, hidden, stoch)
+    _check_finite(raw, "the network's raw outputs")
+    dist = family.head(raw, config)
+    if deterministic:
+        action = family.mode(dist, config)
+    else:
+        validation.key(key, "key", fn)
+        action, raw_sample = family.sample(key, dist, config, reparameterize=reparameterize)
+    _check_finite(action, "action")
+    checkify.check(jnp.all(family.in_support(jax.lax.stop_gradient(action), config)), "action outside its support")
+    if not training:
+        return action
+    log_prob = family.log_prob(dist, config, raw_sample=jax.lax.stop_gradient(raw_sample))
+    entropy = family.entropy(dist, config, raw_sample=raw_sample)
+    _check_finite(log_prob, "log_prob")
+    _check_finite(entropy, "entropy")
+    return ActorOutput(action, raw_sample, log_prob, entropy)
 
 
 checked_log_prob = checkify.checkify(_log_prob_with_checks, errors=checkify.user_checks)
 checked_log_prob.__doc__ = (
-    "`log_prob_with_tanh_correction` that also checks its inputs are finite and an `action`"
-    " lies in [low, high]. Returns `(error, log_prob)`; see the module docstring."
+    "`policy_log_prob` that also checks its inputs are finite and an `action` lies in the family's"
+    " support (`[low, high]`, a one-hot). Returns `(error, log_prob)`; see the module docstring."
 )
 checked_act = checkify.checkify(_act_with_checks, errors=checkify.user_checks)
 checked_act.__doc__ = (
-    "`act` that also checks the latent state, params and outputs are finite."
-    " Returns `(error, output)`; see the module docstring."
+    "`act` that also checks the latent state, params, the network's raw outputs and the outputs are"
+    " finite and the action inside its support. Returns `(error, output)`; see the module docstring."
 )

@@ -7,7 +7,6 @@ on their own.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -71,39 +70,28 @@ def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
 
 
 class Actor(nn.Module):
-    """MLP actor trunk and head: `(hidden, stoch) -> raw distribution parameters`.
+    """MLP actor: `(hidden, stoch) -> raw outputs [..., num_outputs]` float32.
 
-    Every attribute is a hashable Python value (no arrays on the module); build it from
-    a config with `Actor.from_config(config)`.
-
-    For continuous distributions it returns `(mean, log_std)`, each `[..., A]` float32:
-      * `tanh_normal`: the pre-squash Gaussian's mean (soft-limited to
-        `[-mean_limit, mean_limit]`) and log-std (squashed into
-        `[log_std_min, log_std_max]`, equal to `log(init_std)` when the raw output is 0).
-      * `bounded_normal`: the raw outputs; `bounded_normal_params` maps them to the
-        DreamerV3 `tanh` mean and `sigmoid` std.
-    For `categorical` it returns `(logits, None)` with logits `[..., A]`.
+    The trunk is `layers` x (Dense without bias, norm, activation); the output layer is a
+    Dense of `num_outputs` units (the family's `num_outputs(config)`, e.g. `2A` for the
+    Gaussians, `A` logits for categorical) initialized with variance scale `output_scale`.
+    The module returns arrays only: the family's `head` (`dreamer_actor.policy_head`) turns
+    them into distribution parameters, and `act` does both. Every attribute is a hashable
+    Python value (no arrays on the module); build it with `Actor.from_config(config)`.
 
     Attributes:
-      action_dim: number of action dimensions (or choices).
-      distribution: see `ActorConfig.distribution`.
+      num_outputs: width of the raw output layer.
       hidden_sizes: widths of the hidden layers.
       norm: `"layer"`, `"rms"` or `"none"`.
       activation: name of a `jax.nn` activation.
-      log_std_min, log_std_max, init_std, mean_limit: see `ActorConfig`.
       output_scale: variance scale of the output layer's initializer.
-      dtype: compute dtype of the trunk; params are float32 (`param_dtype`).
+      dtype: compute dtype of the trunk; params are `param_dtype` (float32).
     """
 
-    action_dim: int
-    distribution: str = "tanh_normal"
+    num_outputs: int
     hidden_sizes: Sequence[int] = (256, 256, 256)
     norm: str = "layer"
     activation: str = "silu"
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    init_std: float = 1.0
-    mean_limit: float | None = 5.0
     output_scale: float = 0.01
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -111,22 +99,17 @@ class Actor(nn.Module):
     @classmethod
     def from_config(cls, config: ActorConfig) -> Actor:
         return cls(
-            action_dim=config.action_dim,
-            distribution=config.distribution,
+            num_outputs=config.family.num_outputs(config),
             hidden_sizes=(config.units,) * config.layers,
             norm=config.norm,
             activation=config.activation,
-            log_std_min=config.log_std_min,
-            log_std_max=config.log_std_max,
-            init_std=config.init_std,
-            mean_limit=config.mean_limit,
             output_scale=config.output_scale,
             dtype=config.dtype,
         )
 
     @nn.compact
-    def __call__(self, hidden: jax.Array, stoch: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        """Args: `hidden [..., H]`, `stoch [..., Z]` or `[..., S, C]`. Returns `[..., A]` pairs."""
+    def __call__(self, hidden: jax.Array, stoch: jax.Array) -> jax.Array:
+        """Args: `hidden [..., H]`, `stoch [..., Z]` or `[..., S, C]`. Returns `[..., num_outputs]`."""
         dtype = jnp.dtype(self.dtype)
         x = flatten_latent(hidden, stoch).astype(dtype)
         act = getattr(jax.nn, self.activation)
@@ -144,31 +127,12 @@ class Actor(nn.Module):
             elif self.norm == "rms":
                 x = RMSNorm(dtype=dtype, name=f"norm_{i}")(x)
             x = act(x)
-        discrete = self.distribution == "categorical"
         out = nn.Dense(
-            self.action_dim if discrete else 2 * self.action_dim,
+            self.num_outputs,
             dtype=dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.initializers.variance_scaling(self.output_scale, "fan_avg", "truncated_normal"),
             name="out",
         )(x)
         # Distribution maths in float32 (float64 under x64), whatever the trunk computed in.
-        out = out.astype(jnp.promote_types(jnp.float32, self.param_dtype))
-        if discrete:
-            return out, None
-        raw_mean, raw_std = jnp.split(out, 2, axis=-1)
-        if self.distribution == "bounded_normal":
-            return raw_mean, raw_std
-        return self._squash_mean(raw_mean), self._squash_log_std(raw_std)
-
-    def _squash_mean(self, raw: jax.Array) -> jax.Array:
-        if self.mean_limit is None:
-            return raw
-        return self.mean_limit * jnp.tanh(raw / self.mean_limit)
-
-    def _squash_log_std(self, raw: jax.Array) -> jax.Array:
-        lo, hi = self.log_std_min, self.log_std_max
-        # Offset so that raw = 0 gives log(init_std): a sane std at initialization.
-        frac = (math.log(self.init_std) - lo) / (hi - lo)
-        offset = math.log(frac / (1.0 - frac))
-        return lo + (hi - lo) * jax.nn.sigmoid(raw + offset)
+        return out.astype(jnp.promote_types(jnp.float32, self.param_dtype))

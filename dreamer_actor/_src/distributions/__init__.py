@@ -1,0 +1,1 @@
+"""Action distribution families, one module each, behind one protocol (see `registry`)."""
