@@ -1,7 +1,8 @@
-"""The public API: exported names, their order, the version, and the docstrings' examples."""
+"""The public API, pinned: exported names, the namespaces' verbs, signatures, the docstrings' examples."""
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 
 import jax
@@ -11,13 +12,101 @@ import pytest
 import dreamer_actor
 import dreamer_actor._src as src
 
+TOP_LEVEL = (
+    "Actor",
+    "ActorConfig",
+    "ActorOutput",
+    "Checkpoint",
+    "ReturnNormalizer",
+    "ReturnNormalizerState",
+    "act",
+    "actor_loss",
+    "bounded_normal",
+    "categorical",
+    "checked_act",
+    "checked_log_prob",
+    "distributions",
+    "entropy_estimate",
+    "imagination_weights",
+    "lambda_returns",
+    "log_prob_with_tanh_correction",
+    "make_actor_train_step",
+    "networks",
+    "normalize_advantage",
+    "policy_entropy",
+    "policy_head",
+    "policy_log_prob",
+    "policy_loss",
+    "policy_mode",
+    "policy_sample",
+    "restore_checkpoint",
+    "sample_action",
+    "save_checkpoint",
+    "tanh_normal",
+    "train",
+)
+FAMILIES = ("tanh_normal", "bounded_normal", "categorical")
+VERBS = ("head", "sample", "log_prob", "entropy", "mode")
+SUBMODULES = {
+    "tanh_normal": {
+        "Params",
+        "as_distrax",
+        "entropy_estimate",
+        "gaussian_entropy",
+        "log1m_tanh_sq",
+        "log_prob_with_tanh_correction",
+        "mode_action",
+        "sample_action",
+        "squash",
+        "unsquash",
+        *VERBS,
+    },
+    "bounded_normal": {"Params", *VERBS},
+    "categorical": {"Params", "log_probs", "probs", *VERBS},
+    "distributions": {"get", "names", "register", "unregister"},
+    "networks": {"Actor", "RMSNorm", "flatten_latent"},
+    "train": {"act_per_example", "example_keys", "make_actor_loss_fn", "make_actor_train_step"},
+}
 
-def test_every_name_in_all_exists_and_all_is_sorted_and_unique():
-    assert dreamer_actor.__all__, "empty __all__"
-    for name in dreamer_actor.__all__:
+
+def test_the_top_level_surface_is_exactly_the_pinned_one():
+    assert tuple(dreamer_actor.__all__) == TOP_LEVEL
+    assert list(TOP_LEVEL) == sorted(TOP_LEVEL)
+    for name in TOP_LEVEL:
         assert hasattr(dreamer_actor, name), name
-    assert list(dreamer_actor.__all__) == sorted(dreamer_actor.__all__)
-    assert len(set(dreamer_actor.__all__)) == len(dreamer_actor.__all__)
+    public = {n for n in vars(dreamer_actor) if not n.startswith("_")}
+    assert public == set(TOP_LEVEL), public ^ set(TOP_LEVEL)
+
+
+@pytest.mark.parametrize("module_name", sorted(SUBMODULES))
+def test_each_namespace_exports_exactly_its_pinned_names(module_name):
+    module = getattr(dreamer_actor, module_name)
+    assert set(module.__all__) == SUBMODULES[module_name]
+    public = {n for n in vars(module) if not n.startswith("_")}
+    assert public == SUBMODULES[module_name], public ^ SUBMODULES[module_name]
+    for name in module.__all__:
+        assert (getattr(module, name).__doc__ or "").strip(), f"{module_name}.{name} has no docstring"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_namespace_has_the_same_verbs_and_signatures(family):
+    module = getattr(dreamer_actor, family)
+    for verb in VERBS:
+        ours = inspect.signature(getattr(module, verb))
+        general = inspect.signature(getattr(dreamer_actor, f"policy_{verb}"))
+        public_params = [p for p in general.parameters.values() if not p.name.startswith("_")]
+        assert list(ours.parameters.values()) == public_params, (family, verb)
+
+
+def test_one_vocabulary_raw_sample_not_pre_tanh():
+    for name in TOP_LEVEL:
+        obj = getattr(dreamer_actor, name)
+        if callable(obj) and not inspect.isclass(obj):
+            try:
+                params = inspect.signature(obj).parameters
+            except (TypeError, ValueError):
+                continue
+            assert "pre_tanh" not in params, name
 
 
 def test_version_is_a_string():
@@ -25,36 +114,22 @@ def test_version_is_a_string():
     assert all(part.isdigit() for part in dreamer_actor.__version__.split(".")[:2])
 
 
-def test_core_names_are_exported():
-    core = {
-        "Actor",
-        "ActorConfig",
-        "ActorOutput",
-        "act",
-        "actor_loss",
-        "as_distrax",
-        "checked_act",
-        "checked_log_prob",
-        "entropy_estimate",
-        "log_prob_with_tanh_correction",
-        "mode_action",
-        "sample_action",
-    }
-    assert core <= set(dreamer_actor.__all__)
-
-
 def test_public_functions_have_docstrings():
     for name in dreamer_actor.__all__:
         assert (getattr(dreamer_actor, name).__doc__ or "").strip(), name
 
 
-SRC_MODULES = sorted(m.name for m in pkgutil.iter_modules(src.__path__))
+SRC_MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(src.__path__, prefix="dreamer_actor._src.")
+    if not m.ispkg or m.name.endswith("distributions")
+)
 
 
 @pytest.mark.parametrize("module_name", SRC_MODULES)
 def test_docstring_examples_run(module_name):
-    module = importlib.import_module(f"dreamer_actor._src.{module_name}")
-    globs = {"jax": jax, "jnp": jnp, **{n: getattr(dreamer_actor, n) for n in dreamer_actor.__all__}}
+    module = importlib.import_module(module_name)
+    globs = {**vars(module), "jax": jax, "jnp": jnp, **{n: getattr(dreamer_actor, n) for n in dreamer_actor.__all__}}
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for test in finder.find(module, module.__name__, globs=dict(globs)):
@@ -66,7 +141,7 @@ def test_docstring_examples_run(module_name):
 def test_the_core_docstrings_have_examples():
     globs = {"jax": jax, "jnp": jnp}
     finder = doctest.DocTestFinder(exclude_empty=True)
-    for module_name in ("config", "tanh_normal", "losses", "act"):
+    for module_name in ("config", "tanh_normal_api", "policy", "losses", "act"):
         module = importlib.import_module(f"dreamer_actor._src.{module_name}")
         examples = sum(len(t.examples) for t in finder.find(module, globs=globs))
         assert examples > 0, module_name
