@@ -200,9 +200,122 @@ def test_imagination_weights_carry_no_gradient():
 
 
 def test_imagination_weights_errors():
-    with pytest.raises(ValueError, match="`continues` must be \\[T, B\\]"):
+    with pytest.raises(ValueError, match="imagination_weights: `continues` must be \\[T, B\\]"):
         da.imagination_weights(jnp.ones(3), 0.9)
     with pytest.raises(ValueError, match="`discount` must be in"):
         da.imagination_weights(jnp.ones((3, 2)), 2.0)
     with pytest.raises(ValueError, match="`continues` must be floating point"):
         da.imagination_weights(jnp.ones((3, 2), jnp.int32), 0.9)
+
+
+def _numpy_official_weights(continues, discount, start_continues):
+    """Official DreamerV3 `cumprod(disc * con, axis=time) / disc` over con = [c_start, c_0 .., c_{T-1}], as a loop."""
+    con = np.concatenate([np.asarray(start_continues, np.float64)[None], np.asarray(continues, np.float64)], axis=0)
+    T = con.shape[0] - 1
+    out = np.zeros_like(con)
+    running = np.ones_like(con[0])
+    for t in range(T + 1):
+        running = running * discount * con[t]
+        out[t] = running / discount
+    return out[:T]  # weights of the states s_0 .. s_{T-1} where actions are taken (official weight[:, :-1])
+
+
+_JITS = pytest.mark.parametrize("use_jit", [False, True], ids=["eager", "jit"])
+
+
+@_JITS
+@pytest.mark.parametrize("discount", [1.0, 0.99, 0.5])
+def test_imagination_weights_with_start_continues_match_the_official_formula(discount, use_jit):
+    rng = np.random.default_rng(11)
+    T, B = 9, 6
+    hard = (rng.uniform(size=(T, B)) > 0.2).astype(np.float32)
+    soft = rng.uniform(0.5, 1.0, size=(T, B)).astype(np.float32)
+    start_hard = np.array([1, 0, 1, 1, 0, 1], np.float32)  # two terminal start states
+    start_soft = rng.uniform(0.0, 1.0, size=(B,)).astype(np.float32)
+    f = jax.jit(da.imagination_weights) if use_jit else da.imagination_weights
+    for c in (hard, soft):
+        for start in (start_hard, start_soft):
+            got = f(c, discount, start_continues=start)
+            assert got.shape == (T, B) and got.dtype == jnp.float32
+            np.testing.assert_allclose(got, _numpy_official_weights(c, discount, start), rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(got[0], start, rtol=1e-6)
+        # A terminal start state has weight 0 at every step; an alive one is unchanged from the default.
+        got = f(c, discount, start_continues=start_hard)
+        np.testing.assert_array_equal(got[:, start_hard == 0], 0.0)
+        np.testing.assert_array_equal(got[:, start_hard == 1], f(c, discount)[:, start_hard == 1])
+    # Closed form w_t = g^t * c_start for continues that are all 1.
+    got = f(np.ones((4, 2), np.float32), discount, start_continues=np.array([1.0, 0.25], np.float32))
+    ref = discount ** np.arange(4.0)[:, None] * np.array([1.0, 0.25])[None]
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+@_JITS
+def test_imagination_weights_default_start_is_alive_and_positional_form_works(use_jit):
+    rng = np.random.default_rng(12)
+    c = (rng.uniform(size=(7, 4)) > 0.3).astype(np.float32)
+    f = jax.jit(da.imagination_weights) if use_jit else da.imagination_weights
+    default = f(c, 0.9)
+    np.testing.assert_array_equal(default, f(c, 0.9, start_continues=None))
+    np.testing.assert_allclose(default, f(c, 0.9, start_continues=np.ones(4, np.float32)), rtol=0, atol=0)
+    np.testing.assert_allclose(default, _numpy_official_weights(c, 0.9, np.ones(4)), rtol=1e-6)
+    np.testing.assert_allclose(default, _numpy_weights(c, 0.9), rtol=1e-6)
+    # bfloat16 start flags promote to float32; no gradient flows into them.
+    assert f(c, 0.9, start_continues=jnp.ones(4, jnp.bfloat16)).dtype == jnp.float32
+    g = jax.grad(lambda s: jnp.sum(da.imagination_weights(c, 0.9, start_continues=s)))(jnp.full((4,), 0.5))
+    np.testing.assert_array_equal(g, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("start", "exc", "match"),
+    [
+        (np.ones((2, 1), np.float32), ValueError, "imagination_weights: `start_continues` must be \\[B\\] = \\(2,\\)"),
+        (np.ones((3,), np.float32), ValueError, "`start_continues` must be \\[B\\]"),
+        (np.float32(1.0), ValueError, "`start_continues` must be \\[B\\]"),
+        (np.ones((3, 2), np.float32), ValueError, "`start_continues` must be \\[B\\]"),
+        (np.ones((2,), np.int32), ValueError, "imagination_weights: `start_continues` must be floating point"),
+        (np.ones((2,), bool), ValueError, "`start_continues` must be floating point"),
+    ],
+)
+def test_imagination_weights_start_continues_errors(start, exc, match):
+    with pytest.raises(exc, match=match):
+        da.imagination_weights(jnp.ones((3, 2)), 0.9, start_continues=start)
+    with pytest.raises(exc, match=match):
+        jax.jit(lambda s: da.imagination_weights(jnp.ones((3, 2)), 0.9, start_continues=s))(start)
+
+
+def _numpy_official_lambda_return(rew, con, value, disc, lam):
+    """DreamerV3's lambda return in its own layout ([T + 1, B], predictions at s_0 .. s_T), as a loop."""
+    rew, con, value = (np.asarray(x, np.float64) for x in (rew, con, value))
+    T = rew.shape[0] - 1
+    ret = np.zeros((T + 1, *rew.shape[1:]))
+    ret[T] = value[T]
+    for t in reversed(range(T)):
+        live = disc * con[t + 1]
+        ret[t] = rew[t + 1] + live * ((1 - lam) * value[t + 1] + lam * ret[t + 1])
+    return ret[:T]
+
+
+@_JITS
+@pytest.mark.parametrize("disc", [1.0, 0.997])
+def test_the_documented_mapping_from_world_model_outputs(disc, use_jit):
+    # Official layout: con, rew, value predicted at the imagined states s_0 .. s_T.
+    rng = np.random.default_rng(13)
+    T, B = 10, 4
+    rew = rng.normal(size=(T + 1, B)).astype(np.float32)
+    value = rng.normal(size=(T + 1, B)).astype(np.float32) * 2.0
+    con = rng.uniform(0.6, 1.0, size=(T + 1, B)).astype(np.float32)
+    con[0, 1] = 0.0  # a terminal start state
+    con[4, 2] = 0.0  # the imagined state s_4 is terminal
+
+    def ours(rew, con, value):
+        ret = da.lambda_returns(rew[1:], value[:-1], con[1:], value[-1], discount=disc, lambda_=0.95)
+        weight = da.imagination_weights(con[1:], disc, start_continues=con[0])
+        return ret, weight
+
+    ret, weight = (jax.jit(ours) if use_jit else ours)(rew, con, value)
+    np.testing.assert_allclose(ret, _numpy_official_lambda_return(rew, con, value, disc, 0.95), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(weight, _numpy_official_weights(con[1:], disc, con[0]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(weight[:, 1], 0.0)
+    # con[4] = 0 is predicted at s_4: s_4 is terminal (c_3 = 0 ends the transition s_3 -> s_4), weight 0 from it on.
+    np.testing.assert_array_equal(weight[4:, 2], 0.0)
+    assert float(weight[3, 2]) > 0.0

@@ -7,11 +7,27 @@ Time-major convention, for an imagined trajectory `s_0, a_0, s_1, ..., s_{T-1}, 
                         or the world model's predicted continue probability
     values[t]     v_t   critic value v(s_t) of the state the action a_t is taken in
     bootstrap     v_T   critic value v(s_T) of the state after the last transition
+    start_continues[b]  c_start, the continue flag of the start state s_0 itself
 
-All of `rewards`, `values` and `continues` are `[T, B]` (time first) and `bootstrap` is `[B]`.
-A caller whose world model predicts the reward and continue flag *at* state `s_{t+1}`
-(DreamerV3 stores them with the state they were predicted from) passes `reward[1:]`,
-`cont[1:]`, `value[:-1]` and `value[-1]`.
+All of `rewards`, `values` and `continues` are `[T, B]` (time first), `bootstrap` and
+`start_continues` are `[B]`.
+
+**From a world model's outputs.** DreamerV3 (`imag_loss` in its `agent.py`) stores each
+prediction with the state it was predicted *at*: for the `T + 1` imagined states
+`s_0 .. s_T` it has `con[0..T]`, `rew[0..T]` and `value[0..T]` (`[T + 1, B]` here, time
+first; official is batch first), where `rew[t]`, `con[t]` are the reward and continue
+predicted at `s_t`, i.e. of the transition *into* `s_t`. The arguments here are
+
+    lambda_returns(rewards=rew[1:], values=value[:-1], continues=con[1:],
+                   bootstrap=value[-1], discount=disc)
+    imagination_weights(con[1:], disc, start_continues=con[0])
+
+`con[0]` is the continue predicted at the start state (0 for a start state that is already
+terminal); `rew[0]` is unused. Official DreamerV3 (`contdisc: True`, the default) folds
+the discount `1 - 1/horizon` (horizon 333) into the continue head's *training targets*,
+so its `con` already contains the discount and it uses `disc = 1` in both formulas; with
+`contdisc: False` it uses `disc = 1 - 1/horizon` and undiscounted continues. Pass
+whichever pair your world model matches.
 """
 
 from __future__ import annotations
@@ -119,39 +135,72 @@ def lambda_returns(
     return returns
 
 
-def imagination_weights(continues: jax.Array, discount: float | jax.Array) -> jax.Array:
+def imagination_weights(
+    continues: jax.Array,
+    discount: float | jax.Array,
+    *,
+    start_continues: jax.Array | None = None,
+) -> jax.Array:
     r"""Loss weights of imagined states: the discounted probability of still being alive.
 
-        w_0 = 1,    w_t = prod_{k<t} discount * c_k    (t = 1 .. T-1),
+        w_t = discount^t * c_start * prod_{k<t} c_k    (t = 0 .. T-1),
 
-    i.e. DreamerV3's `cumprod(discount * cont)` shifted so the first (real, replayed)
-    state has weight 1. With the convention of this module, `c_k` belongs to the
-    transition s_k -> s_{k+1}, so `w_t` weights the state s_t (where a_t is taken) by the
-    chance that no earlier transition ended the episode: states after a predicted
-    termination get weight 0 (or a small one for soft continue probabilities). The last
-    flag `c_{T-1}` concerns `s_T`, which carries no action, and is not used.
+    so `w_0 = c_start` and `w_t = w_{t-1} * discount * c_{t-1}`. This is DreamerV3's
+    `cumprod(disc * con, axis=time) / disc` with `con = [c_start, c_0, ..., c_{T-1}]`
+    (official `con[0..T]`, see the module docstring), of which the first `T` entries weight
+    the states `s_0 .. s_{T-1}` where actions are taken. With the convention of this module,
+    `c_k` belongs to the transition s_k -> s_{k+1}, so `w_t` weights the state s_t by the
+    chance that it is alive and no earlier transition ended the episode: a terminal start
+    state (`c_start = 0`) and states after a predicted termination get weight 0 (or a
+    small one for soft continue probabilities). The last flag `c_{T-1}` concerns `s_T`,
+    which carries no action, and is not used.
 
     The result is stop-gradiented: the actor and critic losses must not move the world
     model's continue predictions.
 
     Args:
       continues: `[T, B]` c_t in [0, 1], the same array given to `lambda_returns`.
-      discount: scalar in [0, 1] (use 1.0 to weight by survival only).
+      discount: scalar in [0, 1] (use 1.0 to weight by survival only, e.g. when the
+        continue head's targets already include the discount, DreamerV3's `contdisc`).
+      start_continues: `[B]` c_start in [0, 1], the continue flag (or probability)
+        predicted at the start states s_0 (official `con[0]`). None (the default) means
+        1: every start state is known to be alive (e.g. replayed non-terminal states).
 
     Returns:
-      `[T, B]` weights, `w[0] == 1`, float32 (float64 under x64), without gradient.
+      `[T, B]` weights, `w[0] == start_continues` (1 by default), float32 (float64 under
+      x64), without gradient.
+
+    Raises:
+      ValueError: at trace time, naming the argument, for a non-`[T, B]` `continues`, a
+        `start_continues` that is not `[B]`, non-float dtypes, or a non-scalar or
+        out-of-range (Python) `discount`.
 
     Example:
       >>> imagination_weights(jnp.array([[1.0], [0.0], [1.0]]), 0.5)[:, 0].tolist()
       [1.0, 0.5, 0.0]
+      >>> imagination_weights(jnp.ones((3, 2)), 0.5, start_continues=jnp.array([1.0, 0.0])).tolist()
+      [[1.0, 0.0], [0.5, 0.0], [0.25, 0.0]]
     """
     fn = "imagination_weights"
     _check_floating(fn, continues=continues)
     if jnp.ndim(continues) != 2:
         raise ValueError(f"{fn}: `continues` must be [T, B] (time first), got shape {jnp.shape(continues)}.")
     _check_scalar(fn, "discount", discount, 0.0, 1.0)
-    dtype = _float_dtype(continues)
+    if start_continues is None:
+        dtype = _float_dtype(continues)
+        start = jnp.ones(jnp.shape(continues)[1:], dtype)
+    else:
+        _check_floating(fn, start_continues=start_continues)
+        if jnp.shape(start_continues) != jnp.shape(continues)[1:]:
+            raise ValueError(
+                f"{fn}: `start_continues` must be [B] = {jnp.shape(continues)[1:]}, "
+                f"got shape {jnp.shape(start_continues)}."
+            )
+        dtype = _float_dtype(continues, start_continues)
+        start = jnp.asarray(start_continues, dtype)
     continues = jax.lax.stop_gradient(jnp.asarray(continues, dtype))
+    start = jax.lax.stop_gradient(start)
     discount = jax.lax.stop_gradient(jnp.asarray(discount, dtype))
-    alive = jnp.cumprod(discount * continues[:-1], axis=0)
-    return jax.lax.stop_gradient(jnp.concatenate([jnp.ones_like(continues[:1]), alive], axis=0))
+    alive = jnp.cumprod(discount * continues[:-1], axis=0)  # [T - 1, B]: prod_{k<t} g c_k, t >= 1
+    weights = jnp.concatenate([jnp.ones_like(continues[:1]), alive], axis=0) * start[None]
+    return jax.lax.stop_gradient(weights)
