@@ -158,7 +158,7 @@ class Trunk(nn.Module):
 
     @nn.compact
     def __call__(self, hidden: jax.Array, stoch: jax.Array) -> jax.Array:
-        x = da.flatten_latent(hidden, stoch)
+        x = da.networks.flatten_latent(hidden, stoch)
         for i in range(self.layers):
             x = nn.Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
             x = nn.LayerNorm(epsilon=1e-3, name=f"norm_{i}")(x)
@@ -191,7 +191,7 @@ def distrax_head_loss(mean, log_std, config, advantage, key) -> jax.Array:
     `jax.random.normal(key)` (ours: `standard_normal(key)`); at the same noise the loss and
     gradient equal ours on unsaturated samples (`tests/test_benchmarks.py`).
     """
-    dist = da.as_distrax(mean, log_std, config)
+    dist = da.tanh_normal.as_distrax(mean, log_std, config)
     u = dist.distribution.sample(seed=key)
     action = jax.lax.stop_gradient(dist.bijector.forward(u))
     log_prob = dist.log_prob(action)
@@ -202,15 +202,13 @@ def distrax_head_loss(mean, log_std, config, advantage, key) -> jax.Array:
 
 def distrax_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:
     """Baseline 2: the training loss with the distrax head."""
-    mean, log_std = da.Actor.from_config(config).apply(params, hidden, stoch)
+    mean, log_std = _head_params(da.Actor.from_config(config).apply(params, hidden, stoch), config)
     return distrax_head_loss(mean, log_std, config, advantage, key)
 
 
 def _head_params(raw: jax.Array, config: da.ActorConfig) -> tuple[jax.Array, jax.Array]:
-    """The actor's own squashing of the raw `[..., 2A]` output into `(mean, log_std)`."""
-    actor = da.Actor.from_config(config)
-    raw_mean, raw_std = jnp.split(raw, 2, axis=-1)
-    return actor._squash_mean(raw_mean), actor._squash_log_std(raw_std)
+    """The tanh_normal head: raw `[..., 2A]` output -> `(mean, log_std)`."""
+    return tuple(da.policy_head(raw, config))
 
 
 def ours_head_loss(raw, config, advantage, key) -> jax.Array:

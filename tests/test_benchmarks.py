@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dreamer_actor._src.noise import standard_normal
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks` is a top-level folder, not part of the package
 
@@ -66,8 +68,8 @@ def _loss_at_noise(raw, config, advantage, eps):
     """The head loss from our pure functions at a given noise `eps`."""
     mean, log_std = actor_step._head_params(raw, config)
     u = jax.lax.stop_gradient(mean + jnp.exp(log_std) * eps)
-    log_prob = actor_step.da.log_prob_with_tanh_correction(mean, log_std, config, pre_tanh=u)
-    entropy = actor_step.da.entropy_estimate(mean, log_std, config, pre_tanh=u)
+    log_prob = actor_step.da.log_prob_with_tanh_correction(mean, log_std, config, raw_sample=u)
+    entropy = actor_step.da.entropy_estimate(mean, log_std, config, raw_sample=u)
     return actor_step.da.actor_loss(log_prob, entropy, advantage, entropy_coef=actor_step.ENTROPY_COEF)[0]
 
 
@@ -81,7 +83,7 @@ def test_head_variants_compute_the_same_estimator():
     raw = 0.3 * jax.random.normal(jax.random.key(0), (64, 6))
     advantage = jax.random.normal(jax.random.key(1), (64,))
     key = jax.random.key(2)
-    ours_eps = actor_step.da.standard_normal(key, (64, 3))
+    ours_eps = standard_normal(key, (64, 3))
     distrax_eps = jax.random.normal(key, (64, 3))
     with jax.numpy_rank_promotion("allow"):  # distrax broadcasts implicitly
         theirs = actor_step.distrax_head_only_loss(raw, config, advantage, key)

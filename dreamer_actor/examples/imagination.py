@@ -16,7 +16,7 @@ replaced by the exact, differentiable pendulum of `dreamer_actor.examples.pendul
    balancing near the top after a fast approach, and learning is slower (see the README).
 
 2. **Imagination.** A `lax.scan` over the horizon: observation `[cos th, sin th, thdot]`
-   -> `act` -> torque -> `pendulum.step` -> next state and reward.
+   -> `act(..., training=True)` -> torque -> `pendulum.step` -> next state and reward.
 
    *How the observation reaches the actor.* The actor's inputs are a Dreamer latent,
    `hidden` (the RSSM's deterministic GRU state `h_t`) and `stoch` (the stochastic state
@@ -42,8 +42,9 @@ replaced by the exact, differentiable pendulum of `dreamer_actor.examples.pendul
    * `"dynamics"`: `act(..., reparameterize=True)`; the gradient of the lambda-returns
      flows through the actions, the pendulum's equations and the slow critic's value of
      the imagined states (its parameters are not updated by this loss).
-   * `"mix"`: `rho * reinforce + (1 - rho) * dynamics`, the REINFORCE log-prob evaluated at
-     the stop-gradiented sample (see `policy_loss`).
+   * `"mix"`: `rho * reinforce + (1 - rho) * dynamics`; `act(..., reparameterize=True)`
+     returns both the pathwise action and the score-function log-prob, so all three
+     estimators are fed straight from `act`.
 
 The whole update (reset of finished starts, imagination, returns, both losses, both Adam
 steps, the normalizer and the slow critic) is one pure function, `train_step`, that
@@ -255,12 +256,11 @@ def imagine(
 
     def body(state, step_key):
         obs = pendulum.observe(state)
-        outputs = da.Actor.from_config(actor_config).apply(actor_params, obs, empty_stoch(obs))
-        action, raw = da.policy_sample(step_key, outputs, actor_config, reparameterize=reparameterize)
-        # The exact log-prob at the stop-gradiented sample: its gradient is the score (REINFORCE);
-        # the entropy estimate reuses the (possibly pathwise) sample.
-        log_prob = da.policy_log_prob(outputs, actor_config, raw_sample=jax.lax.stop_gradient(raw))
-        entropy = da.policy_entropy(outputs, actor_config, raw_sample=raw)
+        # `act` returns the score-function log-prob (at the stop-gradiented sample) for REINFORCE
+        # and, with `reparameterize`, the pathwise action and entropy for "dynamics": "mix" uses both.
+        action, raw, log_prob, entropy = da.act(
+            actor_params, actor_config, obs, empty_stoch(obs), step_key, training=True, reparameterize=reparameterize
+        )
         next_state, reward = pendulum.step(state, action)
         return next_state, {
             "obs": obs,
