@@ -27,13 +27,17 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 CORE_TESTS = [
     "tests/test_tanh_normal.py",
+    "tests/test_distributions.py",
     "tests/test_losses.py",
+    "tests/test_estimators.py",
     "tests/test_act.py",
     "tests/test_checks.py",
     "tests/test_properties.py",
     "tests/test_config.py",
     "tests/test_networks.py",
     "tests/test_bandit.py",
+    "tests/test_returns.py",
+    "tests/test_normalizer.py",
     "tests/test_float64.py",
 ]
 IGNORE = shutil.ignore_patterns(
@@ -50,40 +54,124 @@ class Mutation(NamedTuple):
 
 MUTATIONS = [
     Mutation(
-        "1-drop-jacobian-tanh-term",
-        "dreamer_actor/_src/tanh_normal.py",
-        "jnp.log(_broadcast_last(config.scale, pre_tanh)) + log1m_tanh_sq(pre_tanh)",
-        "jnp.log(_broadcast_last(config.scale, pre_tanh))",
+        "tanh-1-drop-jacobian-tanh-term",
+        "dreamer_actor/_src/distributions/tanh_normal.py",
+        "jnp.log(_common.broadcast_last(config.scale, u)) + log1m_tanh_sq(u)",
+        "jnp.log(_common.broadcast_last(config.scale, u))",
     ),
     Mutation(
-        "2-drop-affine-log-scale-term",
-        "dreamer_actor/_src/tanh_normal.py",
-        "jnp.log(_broadcast_last(config.scale, pre_tanh)) + log1m_tanh_sq(pre_tanh)",
-        "log1m_tanh_sq(pre_tanh)",
+        "tanh-2-drop-affine-log-scale-term",
+        "dreamer_actor/_src/distributions/tanh_normal.py",
+        "jnp.log(_common.broadcast_last(config.scale, u)) + log1m_tanh_sq(u)",
+        "log1m_tanh_sq(u)",
     ),
     Mutation(
-        "3-drop-stop-gradient-in-sample_action",
-        "dreamer_actor/_src/tanh_normal.py",
+        "tanh-3-drop-stop-gradient-in-sample",
+        "dreamer_actor/_src/distributions/tanh_normal.py",
         "        u = jax.lax.stop_gradient(u)\n    return squash(u, config), u",
         "        u = u\n    return squash(u, config), u",
     ),
     Mutation(
-        "4a-flip-affine-map-sign",
-        "dreamer_actor/_src/tanh_normal.py",
-        "return jnp.tanh(u) * _broadcast_last(config.scale, u) + _broadcast_last(config.bias, u)",
-        "return _broadcast_last(config.bias, u) - jnp.tanh(u) * _broadcast_last(config.scale, u)",
+        "tanh-4-log-std-head-ignores-init-std",
+        "dreamer_actor/_src/distributions/tanh_normal.py",
+        "sigmoid(raw_std + offset)",
+        "sigmoid(raw_std)",
     ),
     Mutation(
-        "4b-swap-scale-and-bias",
-        "dreamer_actor/_src/tanh_normal.py",
-        "return jnp.tanh(u) * _broadcast_last(config.scale, u) + _broadcast_last(config.bias, u)",
-        "return jnp.tanh(u) * _broadcast_last(config.bias, u) + _broadcast_last(config.scale, u)",
+        "bounds-1-flip-affine-map-sign",
+        "dreamer_actor/_src/distributions/_common.py",
+        "action = y * broadcast_last(config.scale, y) + broadcast_last(config.bias, y)",
+        "action = broadcast_last(config.bias, y) - y * broadcast_last(config.scale, y)",
     ),
     Mutation(
-        "5-drop-stop-gradient-on-advantage",
+        "bounds-2-swap-scale-and-bias",
+        "dreamer_actor/_src/distributions/_common.py",
+        "action = y * broadcast_last(config.scale, y) + broadcast_last(config.bias, y)",
+        "action = y * broadcast_last(config.bias, y) + broadcast_last(config.scale, y)",
+    ),
+    Mutation(
+        "bounds-3-drop-final-clip",
+        "dreamer_actor/_src/distributions/_common.py",
+        "    return jnp.clip(action, broadcast_last(config.low, y), broadcast_last(config.high, y))",
+        "    return action",
+    ),
+    Mutation(
+        "bounded-1-drop-log-scale",
+        "dreamer_actor/_src/distributions/bounded_normal.py",
+        "axis=-1) - _sum_log_scale(config, mean.dtype)",
+        "axis=-1)",
+    ),
+    Mutation(
+        "bounded-2-std-without-the-plus-2-offset",
+        "dreamer_actor/_src/distributions/bounded_normal.py",
+        "jax.nn.sigmoid(raw_std + 2.0)",
+        "jax.nn.sigmoid(raw_std)",
+    ),
+    Mutation(
+        "bounded-3-env-action-unclipped",
+        "dreamer_actor/_src/distributions/bounded_normal.py",
+        "return _common.to_bounds(jnp.clip(x, -1.0, 1.0), config), x",
+        "return _common.to_bounds(x, config), x",
+    ),
+    Mutation(
+        "bounded-4-raw-sample-clipped",
+        "dreamer_actor/_src/distributions/bounded_normal.py",
+        "return _common.to_bounds(jnp.clip(x, -1.0, 1.0), config), x",
+        "return _common.to_bounds(jnp.clip(x, -1.0, 1.0), config), jnp.clip(x, -1.0, 1.0)",
+    ),
+    Mutation(
+        "categorical-1-drop-unimix-in-log-probs",
+        "dreamer_actor/_src/distributions/categorical.py",
+        "    if config.unimix > 0.0:\n        log_softmax",
+        "    if False:\n        log_softmax",
+    ),
+    Mutation(
+        "categorical-2-mode-argmin",
+        "dreamer_actor/_src/distributions/categorical.py",
+        "index = jnp.argmax(_to_heads(dist.logits, config, -jnp.inf), axis=-1)",
+        "index = jnp.argmin(_to_heads(dist.logits, config, jnp.inf), axis=-1)",
+    ),
+    Mutation(
+        "categorical-3-nan-logits-give-a-one-hot",
+        "dreamer_actor/_src/distributions/categorical.py",
+        "return _from_heads(jnp.where(nan[..., None], jnp.nan, onehot), config)",
+        "return _from_heads(onehot, config)",
+    ),
+    Mutation(
+        "act-1-log-prob-at-the-differentiable-sample",
+        "dreamer_actor/_src/act.py",
+        "log_prob = family.log_prob(dist, config, raw_sample=jax.lax.stop_gradient(raw_sample))",
+        "log_prob = family.log_prob(dist, config, raw_sample=raw_sample)",
+    ),
+    Mutation(
+        "loss-1-drop-stop-gradient-on-advantage",
         "dreamer_actor/_src/losses.py",
         "advantage = jax.lax.stop_gradient(advantage).astype(log_prob.dtype)",
         "advantage = advantage.astype(log_prob.dtype)",
+    ),
+    Mutation(
+        "returns-1-swap-lambda-and-one-minus-lambda",
+        "dreamer_actor/_src/returns.py",
+        "offset = rewards + gamma * (1.0 - lambda_) * next_values",
+        "offset = rewards + gamma * lambda_ * next_values",
+    ),
+    Mutation(
+        "returns-2-ignore-continues",
+        "dreamer_actor/_src/returns.py",
+        "gamma = discount * continues",
+        "gamma = discount * jnp.ones_like(continues)",
+    ),
+    Mutation(
+        "normalizer-1-swap-percentiles",
+        "dreamer_actor/_src/normalizer.py",
+        "returns, jnp.asarray([self.low_percentile, self.high_percentile], jnp.float32)",
+        "returns, jnp.asarray([self.high_percentile, self.low_percentile], jnp.float32)",
+    ),
+    Mutation(
+        "normalizer-2-do-not-skip-non-finite-batches",
+        "dreamer_actor/_src/normalizer.py",
+        "finite = jnp.all(jnp.isfinite(returns))",
+        "finite = jnp.asarray(True)",
     ),
 ]
 
@@ -168,7 +256,8 @@ def main() -> int:
     for name, caught in results:
         print(f"  {name:45s} {'caught' if caught else 'NOT CAUGHT'}")
     # The working tree was never touched.
-    assert "log1m_tanh_sq(pre_tanh)" in (REPO / "dreamer_actor/_src/tanh_normal.py").read_text()
+    for m in MUTATIONS:
+        assert m.old in (REPO / m.path).read_text(), m.name
     return 0 if ok else 1
 
 
