@@ -93,6 +93,7 @@ def act(
         raise ValueError(f"{fn}: `deterministic=True` is for acting only (training needs samples).")
     if not deterministic:
         validation.key(key, "key", fn)
+    validation.actor_params(params, config, fn)
     dist = family.head(Actor.from_config(config).apply(params, hidden, stoch), config)
     if deterministic:
         return family.mode(dist, config)

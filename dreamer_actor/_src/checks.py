@@ -76,6 +76,7 @@ def _act_with_checks(
     _check_finite(jnp.asarray(stoch), "stoch")
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         _check_finite(leaf, f"params{jax.tree_util.keystr(path)}")
+    validation.actor_params(params, config, fn)
     raw = Actor.from_config(config).apply(params, hidden, stoch)
     _check_finite(raw, "the network's raw outputs")
     dist = family.head(raw, config)

@@ -24,11 +24,10 @@ gradient.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 
+from dreamer_actor._src import validation
 from dreamer_actor._src.losses import actor_loss
 from dreamer_actor._src.normalizer import normalize_advantage
 
@@ -63,11 +62,8 @@ def policy_loss(
       `act(..., reparameterize=True)` (or `sample_action(..., reparameterize=True)`),
       imagined through a differentiable world model, then `lambda_returns`. `log_prob`
       enters only the metrics.
-    * `mix`: both. Note that `act(..., reparameterize=True)` returns the log-prob *of the
-      differentiable sample*, whose gradient is not the score (the Gaussian part's
-      dependence on `mean` cancels): for the REINFORCE part recompute it at the
-      stop-gradiented sample, e.g.
-      `policy_log_prob(outputs, config, raw_sample=jax.lax.stop_gradient(raw_sample))`.
+    * `mix`: both: `act(..., training=True, reparameterize=True)` gives them together (its
+      `log_prob` is evaluated at the stop-gradiented sample, so its gradient is the score).
 
     Args:
       log_prob: `[T, B]` (any shape) log pi(a_t | s_t).
@@ -101,13 +97,9 @@ def policy_loss(
     fn = "policy_loss"
     if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"{fn}: `estimator` must be one of {ESTIMATORS}, got {estimator!r}.")
-    for name, x in (("rho", rho), ("scale", scale)):
-        if jnp.ndim(x) != 0:
-            raise ValueError(f"{fn}: `{name}` must be a scalar, got shape {jnp.shape(x)}.")
-    if isinstance(rho, numbers.Real) and not (0.0 <= float(rho) <= 1.0):
-        raise ValueError(f"{fn}: `rho` must be in [0, 1], got {rho!r}.")
-    if isinstance(scale, numbers.Real) and not (float(scale) > 0.0):
-        raise ValueError(f"{fn}: `scale` must be > 0, got {scale!r}.")
+    validation.scalar(rho, "rho", fn, 0.0, 1.0)
+    validation.scalar(scale, "scale", fn, 0.0, None, open_low=True)
+    validation.scalar(entropy_coef, "entropy_coef", fn, 0.0, None)
     for name, x in (("returns", returns), ("baseline", baseline)):
         if jnp.shape(x) != jnp.shape(log_prob):
             raise ValueError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from dreamer_actor._src import validation
+
 
 def actor_loss(
     log_prob: jax.Array,
@@ -43,16 +45,16 @@ def actor_loss(
       >>> float(loss)  # -(3 * -1 + 0.5 * 2)
       2.0
     """
-    arrays = [log_prob, entropy, advantage] + ([] if weights is None else [weights])
-    names = ["log_prob", "entropy", "advantage"] + ([] if weights is None else ["weights"])
-    for name, x in zip(names, arrays, strict=True):
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise ValueError(f"actor_loss: `{name}` must be floating point, got dtype {jnp.result_type(x)}.")
-    shapes = {name: jnp.shape(x) for name, x in zip(names, arrays, strict=True)}
+    fn = "actor_loss"
+    given = {"log_prob": log_prob, "entropy": entropy, "advantage": advantage, "weights": weights}
+    arrays = {name: validation.floating(x, name, fn) for name, x in given.items() if x is not None}
+    shapes = {name: x.shape for name, x in arrays.items()}
     if len(set(shapes.values())) != 1:
-        raise ValueError(f"actor_loss: all inputs must have the same shape (e.g. [T, B]), got {shapes}.")
-    if jnp.ndim(entropy_coef) != 0:
-        raise ValueError(f"actor_loss: `entropy_coef` must be a scalar, got shape {jnp.shape(entropy_coef)}.")
+        raise ValueError(f"{fn}: all inputs must have the same shape (e.g. [T, B]), got {shapes}.")
+    if arrays["log_prob"].size == 0:
+        raise ValueError(f"{fn}: the batch is empty (shape {arrays['log_prob'].shape}): the mean is undefined.")
+    validation.scalar(entropy_coef, "entropy_coef", fn, 0.0, None)
+    log_prob, entropy, advantage = arrays["log_prob"], arrays["entropy"], arrays["advantage"]
     log_prob = log_prob.astype(jnp.promote_types(log_prob.dtype, jnp.float32))
     entropy = entropy.astype(log_prob.dtype)
     advantage = jax.lax.stop_gradient(advantage).astype(log_prob.dtype)

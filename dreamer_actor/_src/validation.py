@@ -79,8 +79,11 @@ def scalar(
             or (high is not None and value > high)
         )
         if bad:
-            lo = "(" if open_low else "["
-            raise ValueError(f"{fn}: `{name}` must be in {lo}{low}, {high}], got {x!r}.")
+            if high is None:
+                expected = f"{'>' if open_low else '>='} {low}"
+            else:
+                expected = f"in {'(' if open_low else '['}{low}, {high}]"
+            raise ValueError(f"{fn}: `{name}` must be {expected}, got {x!r}.")
         return x
     try:
         ndim = jnp.ndim(x)
@@ -114,3 +117,29 @@ def key(value: Any, name: str, fn: str) -> Any:
     if dtype == jnp.uint32 and jnp.shape(value)[-1:] == (2,):
         return value
     raise TypeError(f"{fn}: `{name}` must be a PRNG key (jax.random.key(seed)), got dtype {dtype}.")
+
+
+def actor_params(params: Any, config: Any, fn: str) -> None:
+    """`params` are an `Actor`'s variables for `config`'s architecture (layer names, output width).
+
+    Shape mismatches inside a layer are reported by flax (naming the parameter); this catches
+    what flax would run silently: params with more layers, or with another norm, than `config`.
+    """
+    tree = params.get("params") if hasattr(params, "get") else None
+    if not hasattr(tree, "keys"):
+        raise TypeError(f"{fn}: `params` must be the actor's variables {{'params': ...}} (from `Actor.init`).")
+    expected = {"out"} | {f"dense_{i}" for i in range(config.layers)}
+    if config.norm != "none":
+        expected |= {f"norm_{i}" for i in range(config.layers)}
+    if set(tree.keys()) != expected:
+        raise ValueError(
+            f"{fn}: `params` do not fit the config (layers={config.layers}, norm={config.norm!r}): they hold the "
+            f"layers {sorted(tree.keys())}, the config builds {sorted(expected)}."
+        )
+    kernel = tree["out"].get("kernel") if hasattr(tree["out"], "get") else None
+    outputs = config.family.num_outputs(config)
+    if kernel is not None and jnp.shape(kernel)[-1:] != (outputs,):
+        raise ValueError(
+            f"{fn}: `params` have an output layer of width {jnp.shape(kernel)[-1]}, but the config "
+            f"({config.distribution}, action_dim={config.action_dim}) needs {outputs}."
+        )
