@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The walkthrough notebook's one source is a jupytext percent script; the .ipynb is built (git-ignored).
+NOTEBOOK_SRC := notebooks/dreamer_actor_walkthrough.py
+NOTEBOOK_IPYNB := build/notebooks/dreamer_actor_walkthrough.ipynb
 
-.PHONY: test demo bench lint install clean
+.PHONY: test demo bench lint install clean notebook
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +18,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check dreamer_actor tests benchmarks scripts notebooks/build_notebook.py
-	$(BIN)/ruff format --check dreamer_actor tests benchmarks scripts
+	$(BIN)/ruff check dreamer_actor tests benchmarks scripts $(NOTEBOOK_SRC)
+	$(BIN)/ruff format --check dreamer_actor tests benchmarks scripts $(NOTEBOOK_SRC)
 
 test: $(STAMP) lint
-	DREAMER_ACTOR_NOTEBOOK_QUICK=1 $(BIN)/python -m pytest --nbmake -p no:xdist -q notebooks/dreamer_actor_walkthrough.ipynb
+	mkdir -p $(dir $(NOTEBOOK_IPYNB)) && $(BIN)/jupytext --quiet --to ipynb --output $(NOTEBOOK_IPYNB) $(NOTEBOOK_SRC) && DREAMER_ACTOR_NOTEBOOK_QUICK=1 $(BIN)/python -m pytest --nbmake -p no:xdist -q $(NOTEBOOK_IPYNB)
 	$(BIN)/python -m pytest -n 2 -q
+
+notebook: $(STAMP)
+	mkdir -p $(dir $(NOTEBOOK_IPYNB))
+	$(BIN)/jupytext --to ipynb --output $(NOTEBOOK_IPYNB) $(NOTEBOOK_SRC)
 
 demo: $(STAMP)
 	$(BIN)/python -m dreamer_actor.demo
