@@ -21,7 +21,10 @@ def test_output_shapes_for_any_leading_dims(batch):
     model = da.Actor.from_config(cfg)
     h, z = jnp.ones((*batch, 8)), jnp.ones((*batch, 6))
     params = model.init(jax.random.key(0), h, z)
-    mean, log_std = model.apply(params, h, z)
+    raw = model.apply(params, h, z)
+    assert raw.shape == (*batch, 6) and raw.dtype == jnp.float32  # the raw layer: [raw_mean, raw_std]
+    assert model.num_outputs == cfg.family.num_outputs(cfg) == 6
+    mean, log_std = da.policy_head(raw, cfg)
     assert mean.shape == (*batch, 3) and log_std.shape == (*batch, 3)
     assert mean.dtype == jnp.float32 and log_std.dtype == jnp.float32
 
@@ -34,11 +37,11 @@ def test_categorical_stoch_is_flattened():
     params = model.init(jax.random.key(0), h, z)
     out_cat = model.apply(params, h, z)
     out_flat = model.apply(params, h, z.reshape(4, 5, 12))
-    for a, b in zip(out_cat, out_flat, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert out_cat.shape == (4, 5, 6)
+    np.testing.assert_array_equal(out_cat, out_flat)
     # The first layer sees H + S * C = 8 + 12 inputs.
     assert params["params"]["dense_0"]["kernel"].shape == (20, 32)
-    flat = da.flatten_latent(h, z)
+    flat = da.networks.flatten_latent(h, z)
     np.testing.assert_array_equal(flat, np.concatenate([np.asarray(h), np.asarray(z).reshape(4, 5, 12)], -1))
 
 
@@ -50,33 +53,32 @@ def test_log_std_and_mean_stay_in_range_for_huge_raw_outputs():
     params = model.init(jax.random.key(0), h, z)
     # Blow the output layer up so raw outputs reach +-1e5.
     params = jax.tree_util.tree_map_with_path(lambda p, x: x * 1e5 if "out" in jax.tree_util.keystr(p) else x, params)
-    mean, log_std = model.apply(params, h, z)
+    mean, log_std = da.tanh_normal.head(model.apply(params, h, z), cfg)
     assert float(jnp.abs(mean).max()) > 2.9 and float(jnp.abs(mean).max()) <= 3.0
     assert float(log_std.min()) >= -4.0 and float(log_std.max()) <= 1.5
     # Both ends are reached (saturating sigmoid), and values are finite.
     assert float(log_std.min()) < -3.9 and float(log_std.max()) > 1.4
     assert bool(jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(log_std)))
     # The squash is smooth: gradients are finite.
-    grads = jax.grad(lambda p: jnp.sum(model.apply(p, h[:2], z[:2])[1]))(params)
+    grads = jax.grad(lambda p: jnp.sum(da.tanh_normal.head(model.apply(p, h[:2], z[:2]), cfg).log_std))(params)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
 def test_log_std_squash_matches_its_formula():
     """log_std = lo + (hi - lo) * sigmoid(raw + offset), offset so that raw = 0 gives log(init_std)."""
-    model = da.Actor(action_dim=1, log_std_min=-5.0, log_std_max=2.0, init_std=0.5)
+    cfg = da.ActorConfig.create(action_dim=1, log_std_min=-5.0, log_std_max=2.0, init_std=0.5, mean_limit=5.0)
     raw = np.linspace(-30.0, 30.0, 61)
+    # The head splits the raw layer [..., 2A] into [raw_mean, raw_std] (A = 1 here).
+    both = jnp.asarray(np.stack([raw, raw], -1), jnp.float32)
     frac = (math.log(0.5) + 5.0) / 7.0
     offset = math.log(frac / (1 - frac))
     ref = -5.0 + 7.0 / (1.0 + np.exp(-(raw + offset)))
-    np.testing.assert_allclose(model._squash_log_std(jnp.asarray(raw, jnp.float32)), ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model._squash_log_std(jnp.zeros(())), math.log(0.5), atol=1e-6)
-    np.testing.assert_allclose(
-        da.Actor(action_dim=1, mean_limit=5.0)._squash_mean(jnp.asarray(raw, jnp.float32)),
-        5.0 * np.tanh(raw / 5.0),
-        rtol=1e-5,
-        atol=1e-6,
-    )
-    np.testing.assert_array_equal(da.Actor(action_dim=1, mean_limit=None)._squash_mean(jnp.asarray(raw)), raw)
+    mean, log_std = da.tanh_normal.head(both, cfg)
+    np.testing.assert_allclose(log_std[:, 0], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(da.tanh_normal.head(jnp.zeros(2), cfg).log_std, [math.log(0.5)], atol=1e-6)
+    np.testing.assert_allclose(mean[:, 0], 5.0 * np.tanh(raw / 5.0), rtol=1e-5, atol=1e-6)
+    unlimited = cfg.replace(mean_limit=None)
+    np.testing.assert_array_equal(da.tanh_normal.head(both, unlimited).mean[:, 0], np.asarray(both[:, 0]))
 
 
 @pytest.mark.parametrize("init_std", [1.0, 0.3])
@@ -85,7 +87,7 @@ def test_std_at_init_is_init_std(init_std):
     model = da.Actor.from_config(cfg)
     h = jax.random.normal(jax.random.key(5), (256, 8))
     z = jax.random.normal(jax.random.key(6), (256, 6))
-    mean, log_std = model.apply(model.init(jax.random.key(7), h, z), h, z)
+    mean, log_std = da.tanh_normal.head(model.apply(model.init(jax.random.key(7), h, z), h, z), cfg)
     # output_scale 0.01 keeps raw outputs ~0.1: the batch-mean log_std is within 0.05 nats of log(init_std).
     np.testing.assert_allclose(np.mean(np.asarray(log_std)), math.log(init_std), atol=0.05)
     assert float(jnp.abs(log_std - math.log(init_std)).max()) < 0.5
@@ -101,7 +103,10 @@ def test_bfloat16_trunk_outputs_float32_close_to_float32_trunk():
     params = jax.tree_util.tree_map_with_path(lambda p, x: x * 30.0 if "out" in jax.tree_util.keystr(p) else x, params)
     out32 = da.Actor.from_config(cfg32).apply(params, h, z)
     out16 = da.Actor.from_config(cfg16).apply(params, h, z)
-    for a, b in zip(out32, out16, strict=True):
+    # Compare the raw outputs and the head's parameters (mean, log_std) of both trunks.
+    for a, b in zip(
+        (out32, *da.tanh_normal.head(out32, cfg32)), (out16, *da.tanh_normal.head(out16, cfg16)), strict=True
+    ):
         assert b.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(b)))
         # bfloat16 has an 8-bit mantissa (relative step 2^-8 = 0.004) per op, over 3 layers.
         np.testing.assert_allclose(b, a, atol=0.1, rtol=0.05)
@@ -115,12 +120,17 @@ def test_categorical_and_bounded_normal_heads():
     cat = da.ActorConfig.create(distribution="categorical", action_dim=5, layers=1, units=16)
     model = da.Actor.from_config(cat)
     h, z = jnp.ones((3, 4)), jnp.ones((3, 2))
-    logits, none = model.apply(model.init(jax.random.key(0), h, z), h, z)
-    assert logits.shape == (3, 5) and none is None
+    raw = model.apply(model.init(jax.random.key(0), h, z), h, z)
+    assert raw.shape == (3, 5) and model.num_outputs == 5
+    dist = da.policy_head(raw, cat)
+    assert isinstance(dist, da.categorical.Params) and dist._fields == ("logits",)
+    np.testing.assert_array_equal(dist.logits, raw)  # the logits are the raw outputs
     bn = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=2, distribution="bounded_normal", layers=1, units=16)
     model = da.Actor.from_config(bn)
-    raw_mean, raw_std = model.apply(model.init(jax.random.key(0), h, z), h, z)
-    assert raw_mean.shape == raw_std.shape == (3, 2)
+    raw = model.apply(model.init(jax.random.key(0), h, z), h, z)
+    assert raw.shape == (3, 4) and model.num_outputs == 4
+    dist = da.policy_head(raw, bn)
+    assert isinstance(dist, da.bounded_normal.Params) and dist.mean.shape == dist.std.shape == (3, 2)
 
 
 def test_hidden_and_stoch_mismatches_raise():
@@ -149,5 +159,5 @@ def test_rmsnorm_and_no_norm_trunks_run():
         names = set(params["params"])
         assert ("norm_0" in names) == (norm == "rms")
         assert ("bias" in params["params"]["dense_0"]) == (norm == "none")
-        mean, log_std = model.apply(params, h, z)
+        mean, log_std = da.policy_head(model.apply(params, h, z), cfg)
         assert mean.shape == (2, 3) and bool(jnp.all(jnp.isfinite(log_std)))

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import dreamer_actor as da
+from dreamer_actor._src.noise import standard_normal
 
 N = 200_000
 
 
 def _samples(shape=(N // 8, 8), key=0) -> np.ndarray:
-    return np.asarray(da.standard_normal(jax.random.key(key), shape), np.float64).reshape(-1)
+    return np.asarray(standard_normal(jax.random.key(key), shape), np.float64).reshape(-1)
 
 
 def test_moments_and_distribution_are_standard_normal():
@@ -51,41 +51,41 @@ def test_deterministic_per_key_and_different_across_keys():
 
 @pytest.mark.parametrize("shape", [(), (1,), (2,), (3,), (5, 1), (0, 3), (4, 3, 2)])
 def test_any_shape(shape):
-    x = da.standard_normal(jax.random.key(0), shape)
+    x = standard_normal(jax.random.key(0), shape)
     assert x.shape == shape and x.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(x)))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 def test_dtypes(dtype):
-    x = da.standard_normal(jax.random.key(0), (1000,), dtype)
+    x = standard_normal(jax.random.key(0), (1000,), dtype)
     assert x.dtype == dtype
     assert abs(float(jnp.mean(x.astype(jnp.float32)))) < 5 / np.sqrt(1000)
 
 
 def test_raw_and_typed_keys_and_a_bad_dtype():
-    raw = da.standard_normal(jax.random.PRNGKey(0), (10,))
-    typed = da.standard_normal(jax.random.wrap_key_data(jax.random.PRNGKey(0)), (10,))
+    raw = standard_normal(jax.random.PRNGKey(0), (10,))
+    typed = standard_normal(jax.random.wrap_key_data(jax.random.PRNGKey(0)), (10,))
     np.testing.assert_array_equal(raw, typed)
     with pytest.raises(ValueError, match="`dtype` must be floating point"):
-        da.standard_normal(jax.random.key(0), (3,), jnp.int32)
+        standard_normal(jax.random.key(0), (3,), jnp.int32)
 
 
 class StandardNormalVariantsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_jit_and_vmap_agree_with_the_plain_call(self):
-        fn = self.variant(da.standard_normal, static_argnums=(1,))
+        fn = self.variant(standard_normal, static_argnums=(1,))
         keys = jax.random.split(jax.random.key(1), 6)
-        plain = np.stack([np.asarray(da.standard_normal(k, (3,))) for k in keys])
+        plain = np.stack([np.asarray(standard_normal(k, (3,))) for k in keys])
         np.testing.assert_array_equal(np.asarray(fn(keys[0], (3,))), plain[0])
-        vmapped = jax.vmap(lambda k: da.standard_normal(k, (3,)))(keys)
+        vmapped = jax.vmap(lambda k: standard_normal(k, (3,)))(keys)
         np.testing.assert_allclose(vmapped, plain, rtol=0, atol=0)
 
 
 def test_small_arrays_are_one_plain_draw_and_large_ones_two_halves():
     key = jax.random.key(5)
-    np.testing.assert_array_equal(da.standard_normal(key, (7, 6)), jax.random.normal(key, (7, 6)))
+    np.testing.assert_array_equal(standard_normal(key, (7, 6)), jax.random.normal(key, (7, 6)))
     first_key, second_key = jax.random.split(key)
-    big = np.asarray(da.standard_normal(key, (1000, 6))).reshape(-1)
+    big = np.asarray(standard_normal(key, (1000, 6))).reshape(-1)
     np.testing.assert_array_equal(big[:3000], jax.random.normal(first_key, (3000,)))
     np.testing.assert_array_equal(big[3000:], jax.random.normal(second_key, (3000,)))
