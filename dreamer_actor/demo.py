@@ -17,6 +17,7 @@ matplotlib, tqdm); `make demo` installs it.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import math
 import platform
@@ -83,6 +84,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("updates", "eval_every", "eval_episodes", "starts", "horizon"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    # Fail before training, not after it: the results folder must be creatable and writable.
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        probe = args.out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        parser.error(f"--out {args.out} is not a writable folder ({error.strerror or error})")
     if args.entropy_coef < 0:
         parser.error(f"--entropy-coef must be >= 0, got {args.entropy_coef}")
     if not 0.0 <= args.rho <= 1.0:

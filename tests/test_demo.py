@@ -69,3 +69,16 @@ def test_quick_preset_overrides_its_flags():
     args = demo.parse_args(["--quick", "--updates", "5000", "--estimator", "reinforce"])
     assert args.updates == demo.QUICK["updates"] and args.starts == demo.QUICK["starts"]
     assert args.estimator == "reinforce"  # flags outside the preset are kept
+
+
+def test_an_unwritable_out_folder_fails_before_any_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        demo.parse_args(["--quick", "--out", str(blocker / "results")])
+    assert exit_info.value.code == 2
+    assert "is not a writable folder" in capsys.readouterr().err
+    assert blocker.read_text() == "mine"
+    # A writable one passes and is left without the probe file.
+    args = demo.parse_args(["--quick", "--out", str(tmp_path / "new" / "results")])
+    assert args.out.is_dir() and not list(args.out.iterdir())

@@ -410,3 +410,14 @@ def test_percentiles_are_global_when_the_batch_is_sharded_over_8_devices():
     np.testing.assert_allclose(out["sharded"][:2], out["numpy"], rtol=1e-5)
     # The check has power: the first device's shard alone has very different percentiles.
     assert abs(out["first_shard_numpy"][1] - out["numpy"][1]) > 5.0
+
+
+def test_the_initial_state_can_be_donated_to_a_jitted_update():
+    """Every field is its own buffer (a shared zero would be 'donated twice')."""
+    normalizer = da.ReturnNormalizer()
+    state = normalizer.init()
+    buffers = [leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(state)]
+    assert len(set(buffers)) == len(buffers)
+    update = jax.jit(normalizer.update, donate_argnums=0)
+    new_state, scale = update(state, jnp.linspace(0.0, 10.0, 11))
+    assert int(new_state.count) == 1 and float(scale) >= 1.0

@@ -155,8 +155,13 @@ class ReturnNormalizer:
 
     def init(self) -> ReturnNormalizerState:
         """The state before any update: `lo = hi = 0`, `count = skipped = 0`; `scale` is `min_scale`."""
-        zero_f, zero_i = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
-        return ReturnNormalizerState(lo=zero_f, hi=zero_f, count=zero_i, skipped=zero_i)
+        # One buffer per field: a state shared by two fields cannot be donated to a jitted update.
+        return ReturnNormalizerState(
+            lo=jnp.zeros((), jnp.float32),
+            hi=jnp.zeros((), jnp.float32),
+            count=jnp.zeros((), jnp.int32),
+            skipped=jnp.zeros((), jnp.int32),
+        )
 
     def scale(self, state: ReturnNormalizerState) -> jax.Array:
         """`max(min_scale, hi - lo)`: `[]` float32, without gradient."""
