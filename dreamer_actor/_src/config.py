@@ -217,7 +217,9 @@ class ActorConfig:
             dims = {a.shape[0] for a in (low_a, high_a) if a.ndim == 1}
             dims_with_arg = dims | ({action_dim} if action_dim is not None else set())
             if len(dims_with_arg) > 1:
-                raise ValueError(f"{fn}: shapes disagree: low {low_a.shape}, high {high_a.shape}, action_dim={action_dim}.")
+                raise ValueError(
+                    f"{fn}: shapes disagree: low {low_a.shape}, high {high_a.shape}, action_dim={action_dim}."
+                )
             if not dims_with_arg:
                 raise ValueError(f"{fn}: `action_dim` is required when `low` and `high` are scalars.")
             action_dim = dims_with_arg.pop()

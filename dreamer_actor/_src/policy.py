@@ -150,7 +150,9 @@ def policy_entropy(
             batch = dist[0].shape
             shape = jax.numpy.shape(raw_sample)
             if shape != batch and shape[1:] != batch:
-                raise ValueError(f"{fn}: `raw_sample` must be [..., A] or [K, ..., A] with [..., A] = {batch}, got {shape}.")
+                raise ValueError(
+                    f"{fn}: `raw_sample` must be [..., A] or [K, ..., A] with [..., A] = {batch}, got {shape}."
+                )
             raw_sample = validation.floating(raw_sample, "raw_sample", fn)
     return family.entropy(dist, config, raw_sample=raw_sample, key=key, num_samples=num_samples)
 
