@@ -9,6 +9,7 @@ static field: part of the treedef, so changing it retraces, as it must.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from typing import Any
@@ -176,6 +177,46 @@ class ActorConfig:
         )
         config.validate()
         return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description: every static field plus `low` and `high` as lists of floats.
+
+        Minimal shim for the checkpoint branch (replaced at merge by the full version).
+        """
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            if field.metadata.get("pytree_node", True):
+                continue
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        out["low"] = np.asarray(self.low, np.float64).tolist()
+        out["high"] = np.asarray(self.high, np.float64).tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ActorConfig:
+        """Rebuilds (and validates) a config written by `to_dict`.
+
+        Minimal shim for the checkpoint branch (replaced at merge by the full version).
+
+        Raises:
+          ValueError: naming the fields, for unknown entries and invalid values.
+        """
+        fn = "ActorConfig.from_dict"
+        if not isinstance(data, dict):
+            raise TypeError(f"{fn}: `data` must be a dict (from `to_dict`), got {type(data).__name__}.")
+        static_names = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("pytree_node", True)}
+        unknown = sorted(set(data) - static_names - {"low", "high"})
+        if unknown:
+            raise ValueError(f"{fn}: unknown field(s) {unknown} (written by a newer version?).")
+        static = {k: v for k, v in data.items() if k not in ("low", "high", "action_dim")}
+        if static.get("action_dims") is not None:
+            static["action_dims"] = tuple(static["action_dims"])
+        if static.get("distribution") == "categorical":
+            return cls.create(action_dim=data.get("action_dim"), **static)
+        return cls.create(
+            low=data.get("low", -1.0), high=data.get("high", 1.0), action_dim=data.get("action_dim"), **static
+        )
 
     @property
     def low(self) -> jax.Array:
