@@ -336,7 +336,9 @@ def _check_target(directory: str | os.PathLike, path: pathlib.Path, overwrite: b
         )
 
 
-def _metadata(config: ActorConfig, param_specs: dict, step: int, opt_state: Any, normalizer_state: Any, extra: Any):
+def _metadata(
+    config: ActorConfig, param_specs: dict, step: int, opt_state: Any, normalizer_state: Any, extra: Any
+) -> dict[str, Any]:
     """The JSON `metadata` item: format, config, step, array specs and the user's `extra`."""
     fn = "save_checkpoint"
     config_dict = config.to_dict()
