@@ -1,8 +1,10 @@
 """Checkpoints: exact round trips, clear errors, and atomic saves (interrupted in-process and by SIGKILL)."""
 
 import functools
+import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -150,13 +152,53 @@ def test_a_mismatched_config_is_a_clear_value_error(saved, changes, named):
         assert text in str(info.value)
 
 
-def test_other_bounds_are_named(saved):
+def test_bounds_and_static_differences_are_listed_together_before_any_array_is_read(saved, monkeypatch):
+    # Format /1 compared the bounds only after reading the arrays, and raised on the static fields
+    # first: now the whole config is in the metadata and every difference is in one error.
     path = saved[0]
     expected = da.ActorConfig.create(
-        low=[-2.0, 0.0, -1.0], high=[3.0, 2.0, 1.0], layers=2, units=8, norm="rms", mean_limit=None
+        low=[-2.0, 0.0, -1.0], high=[3.0, 2.0, 1.0], layers=2, units=16, norm="rms", mean_limit=None
     )
-    with pytest.raises(ValueError, match=r"config `scale`: stored \[2.5, 0.5, 1.0\], expected \[2.5, 1.0, 1.0\]"):
+    read = []
+    real_read_items = ckpt_module._read_items
+    monkeypatch.setattr(
+        ckpt_module, "_read_items", lambda p, fn, **args: read.append(sorted(args)) or real_read_items(p, fn, **args)
+    )
+    with pytest.raises(ValueError, match="does not match what was expected") as info:
         da.restore_checkpoint(path, config=expected)
+    assert "config `high`: stored [3.0, 1.0, 1.0], expected [3.0, 2.0, 1.0]" in str(info.value)
+    assert "config `units`: stored 8, expected 16" in str(info.value)
+    assert read == [["metadata"]]  # no array item was read
+
+
+def test_the_metadata_holds_the_whole_config_and_no_config_arrays_item(saved):
+    path, config, *_ = saved
+    stored = json.loads((path / "metadata" / "metadata").read_text())
+    assert ckpt_module.FORMAT == "dreamer_actor.checkpoint/2" and stored["format"] == ckpt_module.FORMAT
+    assert stored["config"] == config.to_dict()
+    assert stored["config"]["low"] == [-2.0, 0.0, -1.0] and stored["config"]["high"] == [3.0, 1.0, 1.0]
+    assert "config_arrays" not in stored["specs"] and not (path / "config_arrays").exists()
+
+
+def _as_format_1(path):
+    """Rewrites a checkpoint's metadata and manifest to claim format /1 (manifest hashes kept consistent)."""
+    victim = path / "metadata" / "metadata"
+    stored = json.loads(victim.read_text())
+    stored["format"] = "dreamer_actor.checkpoint/1"
+    victim.write_text(json.dumps(stored))
+    manifest = json.loads((path / ckpt_module.MANIFEST).read_text())
+    manifest["format"] = "dreamer_actor.checkpoint/1"
+    manifest["files"]["metadata/metadata"] = {"size": victim.stat().st_size, "sha256": ckpt_module._sha256(victim)}
+    (path / ckpt_module.MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_format_1_checkpoint_is_refused_naming_its_format(saved, tmp_path, verify):
+    path = _copy(saved[0], tmp_path)
+    _as_format_1(path)
+    message = r"has format 'dreamer_actor\.checkpoint/1'; this version reads only 'dreamer_actor\.checkpoint/2'"
+    with pytest.raises(ValueError, match=message):
+        da.restore_checkpoint(path, verify=verify)
 
 
 def test_mismatched_templates_name_the_leaves(saved):
@@ -313,7 +355,7 @@ _KILL_SCRIPT = textwrap.dedent(
         ck._commit = die
     else:  # between moving the old checkpoint aside and moving the new one in
         renames = []
-        real_rename = os.rename
+        real_rename = ck._rename_noreplace
 
         def rename(src, dst):
             renames.append(dst)
@@ -321,7 +363,7 @@ _KILL_SCRIPT = textwrap.dedent(
                 die()
             real_rename(src, dst)
 
-        ck.os = type("os", (), {"rename": staticmethod(rename), "replace": os.replace, "fsync": os.fsync})
+        ck._rename_noreplace = rename
     da.save_checkpoint(target, params=params[2], config=config, step=2, overwrite=True)
     """
 )
@@ -354,3 +396,267 @@ def test_a_killed_save_never_leaves_a_half_written_checkpoint(tmp_path, where):
         restored = da.restore_checkpoint(tmp_path / names[0])
     assert restored.step == 1
     _assert_trees_identical(restored.params, first)
+
+
+# ----------------------------------------------------------------------------- nothing of the user's is lost
+
+
+def _snapshot(root):
+    """Every entry under `root` (hidden ones included): a file's bytes, a link's target, or "<dir>"."""
+    tree = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = pathlib.Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            tree[rel] = (
+                f"-> {os.readlink(full)}" if full.is_symlink() else "<dir>" if full.is_dir() else full.read_bytes()
+            )
+    return tree
+
+
+def _small():
+    config = CONFIGS["tanh_normal_rms"]()
+    return config, _init_params(config, seed=1)
+
+
+def _target(kind, tmp_path, monkeypatch):
+    """Makes a non-checkpoint (holding user files) of the given kind; returns the `directory` argument to save to."""
+    config, params = _small()
+    work = tmp_path / "work"
+    (work / "deep").mkdir(parents=True)
+    (work / "notes.txt").write_bytes(b"my notes\n")
+    (work / "deep" / "data.bin").write_bytes(bytes(range(256)))
+    if kind in ("empty", "dot"):
+        monkeypatch.chdir(work)
+        return "" if kind == "empty" else "."
+    if kind == "cwd_ancestor":
+        monkeypatch.chdir(work / "deep")
+        return work
+    if kind == "home":
+        monkeypatch.setenv("HOME", str(work))
+        return work
+    if kind == "parent_of_runs":  # a runs/ folder with the user's files and a checkpoint inside
+        da.save_checkpoint(work / "step_1", params=params, config=config, step=1)
+        return work
+    if kind == "plain_file":
+        return work / "notes.txt"
+    if kind == "checkpoint_with_a_user_file":
+        da.save_checkpoint(work / "step_1", params=params, config=config, step=1)
+        (work / "step_1" / "my_eval.csv").write_bytes(b"return\n1.0\n")
+        return work / "step_1"
+    if kind == "checkpoint_with_a_user_folder":
+        da.save_checkpoint(work / "step_1", params=params, config=config, step=1)
+        (work / "step_1" / "videos").mkdir()
+        return work / "step_1"
+    if kind == "symlink_to_a_checkpoint":
+        da.save_checkpoint(work / "step_1", params=params, config=config, step=1)
+        (work / "latest").symlink_to(work / "step_1")
+        return work / "latest"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind, error, message",
+    [
+        ("empty", ValueError, "empty path"),
+        ("dot", ValueError, "current directory or one of its ancestors"),
+        ("cwd_ancestor", ValueError, "current directory or one of its ancestors"),
+        ("home", ValueError, "home directory"),
+        ("parent_of_runs", FileExistsError, "holds no valid `dreamer_actor_manifest.json`"),
+        ("plain_file", FileExistsError, "it is not a directory"),
+        ("checkpoint_with_a_user_file", FileExistsError, r"does not list \(yours\?\): \['my_eval.csv'\]"),
+        ("checkpoint_with_a_user_folder", FileExistsError, r"does not list \(yours\?\): \['videos'\]"),
+        ("symlink_to_a_checkpoint", FileExistsError, "symbolic link"),
+    ],
+)
+def test_overwrite_refuses_what_is_not_a_checkpoint_and_touches_nothing(tmp_path, monkeypatch, kind, error, message):
+    # The old code renamed any existing path aside and deleted it: the cwd, runs/, the home dir, a file.
+    directory = _target(kind, tmp_path, monkeypatch)
+    before = _snapshot(tmp_path)
+    config, params = _small()
+    with pytest.raises(error, match=message) as info:
+        da.save_checkpoint(directory, params=params, config=config, step=2, overwrite=True)
+    assert str(pathlib.Path(directory).absolute()) in str(info.value)
+    assert _snapshot(tmp_path) == before  # byte for byte, no temporary left behind
+
+
+@pytest.mark.parametrize("kind", ["empty", "dot"])
+def test_the_current_directory_is_refused_without_overwrite_too(tmp_path, monkeypatch, kind):
+    directory = _target(kind, tmp_path, monkeypatch)
+    before = _snapshot(tmp_path)
+    config, params = _small()
+    with pytest.raises(ValueError, match=r"empty path|current directory"):
+        da.save_checkpoint(directory, params=params, config=config)
+    assert _snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_a_checkpoint_of_format_1(tmp_path):
+    config, params = _small()
+    da.save_checkpoint(tmp_path / "ck", params=params, config=config, step=1)
+    _as_format_1(tmp_path / "ck")
+    da.save_checkpoint(tmp_path / "ck", params=params, config=config, step=2, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["ck"] and da.restore_checkpoint(tmp_path / "ck").step == 2
+
+
+def _competing_save_during_the_write(monkeypatch, target, params, config):
+    """After the first save's files are written (before its rename), another save completes at `target`."""
+    real_write_manifest = ckpt_module._write_manifest
+    calls = []
+
+    def write_manifest_then_compete(directory):
+        real_write_manifest(directory)
+        calls.append(directory)
+        if len(calls) == 1:  # the outer save: let a competitor win the race
+            da.save_checkpoint(target, params=params, config=config, step=1)
+
+    monkeypatch.setattr(ckpt_module, "_write_manifest", write_manifest_then_compete)
+
+
+def test_of_two_racing_saves_the_later_one_fails_and_the_first_checkpoint_is_intact(tmp_path, monkeypatch):
+    # The old code checked for an existing path only before writing, then at the rename treated the
+    # competitor's checkpoint as one to overwrite: it deleted it although overwrite=False.
+    config = CONFIGS["tanh_normal_rms"]()
+    first, second = _init_params(config, seed=1), _init_params(config, seed=2)
+    target = tmp_path / "ck"
+    _competing_save_during_the_write(monkeypatch, target, first, config)
+    with pytest.raises(FileExistsError, match=re.escape(f"{target} appeared while this checkpoint was written")):
+        da.save_checkpoint(target, params=second, config=config, step=2)
+    assert sorted(os.listdir(tmp_path)) == ["ck"]
+    restored = da.restore_checkpoint(target)
+    assert restored.step == 1
+    _assert_trees_identical(restored.params, first)
+
+
+def test_a_save_racing_an_overwrite_keeps_both_checkpoints(tmp_path, monkeypatch):
+    # While an overwrite has moved the old checkpoint aside, a competitor saves to the path.
+    config = CONFIGS["tanh_normal_rms"]()
+    old, new, competitor = (_init_params(config, seed=s) for s in (1, 2, 3))
+    target = tmp_path / "ck"
+    da.save_checkpoint(target, params=old, config=config, step=1)
+    real_rename = ckpt_module._rename_noreplace
+    renames = []
+
+    def rename(src, dst):
+        real_rename(src, dst)
+        renames.append(dst)
+        if len(renames) == 1:  # the old checkpoint was just moved aside
+            monkeypatch.setattr(ckpt_module, "_rename_noreplace", real_rename)
+            da.save_checkpoint(target, params=competitor, config=config, step=3)
+            monkeypatch.setattr(ckpt_module, "_rename_noreplace", rename)
+
+    monkeypatch.setattr(ckpt_module, "_rename_noreplace", rename)
+    with pytest.raises(FileExistsError, match="previous checkpoint is kept whole at") as info:
+        da.save_checkpoint(target, params=new, config=config, step=2, overwrite=True)
+    aside = renames[0]
+    assert str(aside) in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ck", aside.name])
+    assert da.restore_checkpoint(target).step == 3
+    restored_old = da.restore_checkpoint(aside)
+    assert restored_old.step == 1
+    _assert_trees_identical(restored_old.params, old)
+
+
+@pytest.mark.parametrize("renameat2", ["libc", "fallback"])
+@pytest.mark.parametrize("dst_kind", ["checkpoint", "file", "empty_dir"])
+def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, renameat2, dst_kind):
+    if renameat2 == "libc" and ckpt_module._renameat2() is None:
+        pytest.skip("renameat2 is not available here")
+    if renameat2 == "fallback":
+        monkeypatch.setattr(ckpt_module, "_renameat2", lambda: None)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "new").write_bytes(b"new")
+    if dst_kind == "checkpoint":
+        dst.mkdir()
+        (dst / ckpt_module.MANIFEST).write_bytes(b"old")
+    elif dst_kind == "file":
+        dst.write_bytes(b"old")
+    else:
+        dst.mkdir()
+    before = _snapshot(tmp_path)
+    with pytest.raises(FileExistsError):
+        ckpt_module._rename_noreplace(src, dst)
+    assert _snapshot(tmp_path) == before
+    if renameat2 == "fallback" and dst_kind != "empty_dir":
+        # The fallback's race: `dst` appears after its existence check. os.rename then fails (POSIX
+        # refuses a directory onto a file or a non-empty directory); only an empty one could be replaced.
+        monkeypatch.setattr(ckpt_module.os.path, "lexists", lambda p: False)
+        with pytest.raises(FileExistsError):
+            ckpt_module._rename_noreplace(src, dst)
+        monkeypatch.undo()
+        assert _snapshot(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- storage failures
+
+
+def test_a_storage_failure_inside_orbax_removes_every_temporary_and_names_the_path(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    config, params = _small()
+    target = tmp_path / "ck"
+    seen = []
+
+    def save_then_fail(self, directory, *args, **kwargs):  # like orbax: a tmp folder beside `directory`, then ENOSPC
+        partial = pathlib.Path(f"{directory}.orbax-checkpoint-tmp-1234")
+        (partial / "params").mkdir(parents=True)
+        (partial / "params" / "chunk").write_bytes(b"partial")
+        seen.append(partial)
+        raise ValueError(
+            "RESOURCE_EXHAUSTED: Error writing local file: No space left on device\nlong tensorstore detail"
+        )
+
+    monkeypatch.setattr(ocp.Checkpointer, "save", save_then_fail)
+    with pytest.raises(
+        OSError, match=re.escape(f"could not write the checkpoint {target} (") + ".*No space left on device"
+    ) as info:
+        da.save_checkpoint(target, params=params, config=config)
+    assert "long tensorstore detail" not in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert seen and not seen[0].exists()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+_FSIZE_SCRIPT = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    import jax, jax.numpy as jnp
+    import dreamer_actor as da
+
+    parent = sys.argv[1]
+    config = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=2, layers=2, units=256)
+    params = da.Actor.from_config(config).init(jax.random.key(0), jnp.zeros((1, 6)), jnp.zeros((1, 4)))
+    da.save_checkpoint(os.path.join(parent, "ck"), params=params, config=config, step=1)
+    # Files over 32 KiB now fail with EFBIG (a full disk, as far as orbax can tell).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    for target, overwrite in (("new", False), ("ck", True)):
+        try:
+            da.save_checkpoint(os.path.join(parent, target), params=params, config=config, step=2, overwrite=overwrite)
+        except OSError as error:
+            print("OSError:", str(error).splitlines()[0], "| cause:", type(error.__cause__).__name__)
+        else:
+            print("saved")
+    """
+)
+
+
+def test_a_real_write_failure_leaves_no_temporary_and_keeps_the_old_checkpoint(tmp_path):
+    if sys.platform != "linux":
+        pytest.skip("RLIMIT_FSIZE/SIGXFSZ behaviour is tested on Linux")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FSIZE_SCRIPT, str(tmp_path)],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("OSError", "saved"))]
+    assert len(lines) == 2, proc.stdout
+    for line, name in zip(lines, ("new", "ck"), strict=True):
+        assert line.startswith(f"OSError: save_checkpoint: could not write the checkpoint {tmp_path / name} ")
+        assert "File too large" in line or "OUT_OF_RANGE" in line, line
+        assert line.endswith("| cause: ValueError") or line.endswith("| cause: OSError"), line
+    assert sorted(os.listdir(tmp_path)) == ["ck"]  # no staging or orbax tmp folder, no `new`
+    assert da.restore_checkpoint(tmp_path / "ck").step == 1

@@ -8,39 +8,58 @@
     ckpt.params, ckpt.config, ckpt.opt_state, ckpt.normalizer_state, ckpt.step
 
 No pickle anywhere: arrays go through `orbax.checkpoint` (`StandardSave`, tensorstore),
-everything else through orbax's JSON handler. A checkpoint is a directory of orbax
-items:
+everything else through orbax's JSON handler. A checkpoint (format
+`dreamer_actor.checkpoint/2`) is a directory of orbax items:
 
-* `params`, `config_arrays` (`scale`, `bias`), and `opt_state` / `normalizer_state`
-  when given: arrays, written with their sharding and restored onto any devices;
-* `metadata` (JSON): the config's static fields (`action_dim`, `layers`, `units`, ...),
-  the step, the shape and dtype of every saved array, an optional user `extra`;
-* `dreamer_actor_manifest.json`: the size and SHA-256 of every file, written last.
+* `params`, and `opt_state` / `normalizer_state` when given: arrays, written with their
+  sharding and restored onto any devices;
+* `metadata` (JSON): the format, the whole config as `ActorConfig.to_dict()` writes it
+  (static fields and the bounds `low`/`high`), the step, the shape and dtype of every saved
+  array, and an optional user `extra`;
+* `dreamer_actor_manifest.json`: the format and the size and SHA-256 of every file,
+  written last.
 
-**Atomic.** Everything is written into a hidden temporary sibling
-(`.<name>.tmp-<random>`) which is renamed to `directory` only once it is complete (the
-manifest included): an interrupted save (exception, Ctrl-C, kill) never leaves a
-checkpoint at `directory`, and a previous checkpoint there is untouched. On an exception
-the temporary directory is removed; after a hard kill it is left behind (hidden, never
-read, safe to delete). With `overwrite=True` the old checkpoint is first renamed to
-`.<name>.old-<random>`, then the new one moved in, then the old one deleted: if the
-process dies between the two renames, the old checkpoint is still whole under that name.
+Format `/1` (the config's bounds in a separate `config_arrays` item) is not read: restoring
+one is a `ValueError` naming its format.
+
+**Atomic.** Everything is written into a hidden staging folder `.<name>.tmp-<random>`
+next to `directory` (orbax's own `*.orbax-checkpoint-tmp*` folder lies inside it). The
+finished checkpoint is renamed to `directory` only once it is complete, manifest included,
+with a rename that never replaces anything (`renameat2(RENAME_NOREPLACE)` on Linux; see
+`_rename_noreplace` for the fallback): of two concurrent saves to the same new path, one
+wins and the other raises `FileExistsError`. An interrupted save (exception, Ctrl-C) never
+leaves a checkpoint at `directory` and removes its staging folder; after a hard kill the
+staging folder is left behind (hidden, never read, safe to delete). Storage errors are
+re-raised as `OSError` naming `directory` and the cause.
+
+**Nothing of yours is replaced.** `overwrite=True` replaces only a directory that
+`save_checkpoint` wrote: it holds `dreamer_actor_manifest.json` and no file or folder the
+manifest does not list. Anything else (a plain file, a folder of your files, a symbolic
+link) is refused with `FileExistsError` and left untouched; `""`, the current directory,
+its ancestors and the home directory are refused with `ValueError` whatever `overwrite`.
+The old checkpoint stays whole until the new one is in place: it is renamed to
+`.<name>.old-<random>` (and checked again there), the new one is moved in, then the old
+one deleted. If the process dies between the two renames, the old checkpoint is still
+whole under that name (and `restore_checkpoint` of `directory` says so).
 
 **Checked.** `restore_checkpoint` verifies every file against the manifest (a deleted,
-truncated or corrupted file is an error naming it) and compares the stored static config
-and array shapes with what you expect (`config`, `params_like`, `opt_state_like`,
-`normalizer_state_like`) before reading any array, so a mismatch is a `ValueError`
-listing the differences, not a tensorstore error.
+truncated or corrupted file is an error naming it) and compares the stored config (all
+static fields and the bounds) and array shapes with what you expect (`config`,
+`params_like`, `opt_state_like`, `normalizer_state_like`) before reading any array, so a
+mismatch is a `ValueError` listing every difference, not a tensorstore error.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import shutil
+import sys
 import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -52,9 +71,11 @@ import numpy as np
 from dreamer_actor._src.config import ActorConfig
 from dreamer_actor._src.networks import Actor
 
-FORMAT = "dreamer_actor.checkpoint/1"
+FORMAT = "dreamer_actor.checkpoint/2"
+_FORMAT_PREFIX = "dreamer_actor.checkpoint/"
 MANIFEST = "dreamer_actor_manifest.json"
-_ITEMS = ("params", "config_arrays", "opt_state", "normalizer_state")
+_STATES = ("opt_state", "normalizer_state")
+_STAGED = "checkpoint"  # the checkpoint's name inside its staging folder
 _MAX_LISTED = 8
 
 
@@ -63,7 +84,7 @@ class Checkpoint(NamedTuple):
 
     Attributes:
       params: the actor's variables, a nested dict of arrays (as `Actor.init` returns).
-      config: the stored `ActorConfig`, rebuilt and validated.
+      config: the stored `ActorConfig`, rebuilt by `ActorConfig.from_dict` (validated).
       opt_state: the optimizer state with the structure of `opt_state_like`, or None
         when no template was given (or none was saved).
       normalizer_state: likewise, with the structure of `normalizer_state_like`.
@@ -79,31 +100,7 @@ class Checkpoint(NamedTuple):
     extra: Any
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def _config_static(config: ActorConfig) -> dict[str, Any]:
-    """The static (non-leaf) fields of a config as JSON-ready values."""
-    static = {}
-    for field in dataclasses.fields(config):
-        if field.metadata.get("pytree_node", True):
-            continue
-        value = getattr(config, field.name)
-        static[field.name] = list(value) if isinstance(value, tuple) else value
-    return static
-
-
-def _config_from_static(static: dict[str, Any], scale: jax.Array, bias: jax.Array, path: pathlib.Path) -> ActorConfig:
-    known = {f.name for f in dataclasses.fields(ActorConfig)} - {"scale", "bias"}
-    unknown = sorted(set(static) - known)
-    if unknown:
-        raise ValueError(f"restore_checkpoint: {path} stores unknown config field(s) {unknown} (a newer version?).")
-    static = dict(static)
-    if static.get("action_dims") is not None:
-        static["action_dims"] = tuple(static["action_dims"])
-    config = ActorConfig(scale=scale, bias=bias, **static)
-    config.validate()
-    return config
+# ----------------------------------------------------------------------------- array specs
 
 
 def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -117,10 +114,12 @@ def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _specs_to_json(specs: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, Any]:
+    """`_leaf_specs` as JSON: `{"name": {"shape": [...], "dtype": "float32"}}`."""
     return {name: {"shape": list(shape), "dtype": dtype} for name, (shape, dtype) in specs.items()}
 
 
 def _specs_from_json(entries: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Inverse of `_specs_to_json`."""
     return {name: (tuple(e["shape"]), e["dtype"]) for name, e in entries.items()}
 
 
@@ -139,13 +138,24 @@ def _diff_specs(stored: dict, expected: dict, what: str) -> list[str]:
 
 
 def _fmt(spec: tuple[tuple[int, ...], str]) -> str:
+    """`float32[3, 4]` for a (shape, dtype) spec."""
     return f"{spec[1]}{list(spec[0])}"
 
 
 def _listing(problems: list[str]) -> str:
+    """Problems as indented lines, at most `_MAX_LISTED` of them, then a count of the rest."""
     shown = problems[:_MAX_LISTED]
     more = len(problems) - len(shown)
     return "\n  " + "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
+
+
+def _first_line(error: BaseException) -> str:
+    """`Type: first line of the message` (orbax/tensorstore messages are long)."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+# ----------------------------------------------------------------------------- params vs config
 
 
 def _params_paths(params: Any, fn: str) -> None:
@@ -176,6 +186,7 @@ def _expected_param_specs(config: ActorConfig, specs: dict) -> dict:
 
 
 def _check_params_match_config(specs: dict, config: ActorConfig, fn: str, where: str) -> None:
+    """ValueError listing every param leaf of `specs` that `Actor.from_config(config)` would not have."""
     problems = _diff_specs(specs, _expected_param_specs(config, specs), "param")
     if problems:
         raise ValueError(
@@ -185,7 +196,11 @@ def _check_params_match_config(specs: dict, config: ActorConfig, fn: str, where:
         )
 
 
+# ----------------------------------------------------------------------------- manifest and format
+
+
 def _sha256(path: pathlib.Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -207,7 +222,20 @@ def _write_manifest(directory: pathlib.Path) -> None:
     os.replace(tmp, directory / MANIFEST)
 
 
-def _verify_files(directory: pathlib.Path, fn: str) -> None:
+def _check_format(fmt: Any, path: pathlib.Path, fn: str) -> None:
+    """ValueError unless `fmt` (from the manifest or the metadata) is `FORMAT`, naming the stored format."""
+    if fmt == FORMAT:
+        return
+    if isinstance(fmt, str) and fmt.startswith(_FORMAT_PREFIX):
+        raise ValueError(
+            f"{fn}: {path} has format {fmt!r}; this version reads only {FORMAT!r}. Restore it with the "
+            "dreamer_actor version that wrote it and save it again with this one."
+        )
+    raise ValueError(f"{fn}: {path} is not a dreamer_actor checkpoint (format {fmt!r}, expected {FORMAT!r}).")
+
+
+def _read_manifest(directory: pathlib.Path, fn: str) -> dict[str, Any]:
+    """The parsed manifest of `directory`: ValueError if it is missing or corrupted."""
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise ValueError(
@@ -216,14 +244,19 @@ def _verify_files(directory: pathlib.Path, fn: str) -> None:
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-        fmt = manifest["format"]
+        if not isinstance(manifest, dict) or not isinstance(manifest["files"], dict) or "format" not in manifest:
+            raise TypeError("expected a mapping with `format` and a mapping `files`")
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{fn}: the manifest {manifest_path} is corrupted ({error}).") from error
-    if fmt != FORMAT:
-        raise ValueError(f"{fn}: {directory} has format {fmt!r}; this version reads {FORMAT!r}.")
+    return manifest
+
+
+def _verify_files(directory: pathlib.Path, fn: str) -> None:
+    """Checks the format and every file's size and SHA-256 against the manifest, listing every problem."""
+    manifest = _read_manifest(directory, fn)
+    _check_format(manifest["format"], directory, fn)
     problems = []
-    for rel, entry in files.items():
+    for rel, entry in manifest["files"].items():
         file = directory / rel
         if not file.is_file():
             problems.append(f"`{rel}` is missing")
@@ -233,6 +266,375 @@ def _verify_files(directory: pathlib.Path, fn: str) -> None:
             problems.append(f"`{rel}` is corrupted (its SHA-256 differs from the manifest)")
     if problems:
         raise ValueError(f"{fn}: the checkpoint at {directory} is damaged:{_listing(problems)}")
+
+
+def _not_a_checkpoint(path: pathlib.Path) -> str | None:
+    """Why `path` may not be replaced by `overwrite=True`, or None for a checkpoint `save_checkpoint` wrote.
+
+    A replaceable checkpoint is a real directory (not a symbolic link) holding a manifest of
+    any `dreamer_actor.checkpoint/*` format and nothing the manifest does not list, so that
+    replacing it deletes no file of the user's.
+    """
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if not path.is_dir():
+        return "it is not a directory"
+    try:
+        manifest = _read_manifest(path, "save_checkpoint")
+    except ValueError:
+        return f"it holds no valid `{MANIFEST}`, so it was not written by save_checkpoint"
+    if not (isinstance(manifest["format"], str) and manifest["format"].startswith(_FORMAT_PREFIX)):
+        return f"its `{MANIFEST}` has the unknown format {manifest['format']!r}"
+    listed = set(manifest["files"]) | {MANIFEST}
+    listed_dirs = {parent.as_posix() for rel in listed for parent in pathlib.PurePosixPath(rel).parents}
+    unlisted = []
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = pathlib.Path(root) / name
+            rel = full.relative_to(path).as_posix()
+            is_dir = name in dirs and not full.is_symlink()
+            if (rel not in listed_dirs) if is_dir else (rel not in listed or full.is_symlink()):
+                unlisted.append(rel)
+    if unlisted:
+        return f"it holds entries its manifest does not list (yours?): {sorted(unlisted)[:_MAX_LISTED]}"
+    return None
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def _refuse_protected(directory: str | os.PathLike, path: pathlib.Path, fn: str) -> None:
+    """ValueError for targets never to be written or replaced: `""`, the cwd, its ancestors, the home dir."""
+    if os.fspath(directory) == "":
+        raise ValueError(
+            f"{fn}: `directory` is an empty path (the current directory, {path}); expected the checkpoint's own "
+            "folder. Nothing was changed."
+        )
+    resolved = path.resolve()
+    cwd = pathlib.Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ValueError(
+            f"{fn}: `directory` {path} is the current directory or one of its ancestors; expected a folder of "
+            "its own for the checkpoint (e.g. runs/actor/step_1000). Nothing was changed."
+        )
+    if resolved == pathlib.Path.home().resolve():
+        raise ValueError(f"{fn}: `directory` {path} is the home directory; expected a folder of its own.")
+
+
+def _check_target(directory: str | os.PathLike, path: pathlib.Path, overwrite: bool, fn: str) -> None:
+    """Refuses a target that exists (unless `overwrite` and it is a checkpoint), before anything is written."""
+    _refuse_protected(directory, path, fn)
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{fn}: {path} already exists (pass overwrite=True to replace a checkpoint).")
+    why = _not_a_checkpoint(path)
+    if why is not None:
+        raise FileExistsError(
+            f"{fn}: refusing to overwrite {path}: {why}. overwrite=True replaces only a checkpoint written by "
+            "save_checkpoint; nothing was changed."
+        )
+
+
+def _metadata(
+    config: ActorConfig, param_specs: dict, step: int, opt_state: Any, normalizer_state: Any, extra: Any
+) -> dict[str, Any]:
+    """The JSON `metadata` item: format, config, step, array specs and the user's `extra`."""
+    fn = "save_checkpoint"
+    config_dict = config.to_dict()
+    try:
+        json.dumps(config_dict)
+    except TypeError as error:
+        raise TypeError(f"{fn}: `config.to_dict()` is not JSON-serializable ({error}).") from error
+    metadata = {
+        "format": FORMAT,
+        "step": int(step),
+        "config": config_dict,
+        "specs": {
+            "params": _specs_to_json(param_specs),
+            **{
+                name: None if s is None else _specs_to_json(_leaf_specs(s))
+                for name, s in zip(_STATES, (opt_state, normalizer_state), strict=True)
+            },
+        },
+        "extra": extra,
+    }
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{fn}: `extra` must be JSON-serializable ({error}).") from error
+    return metadata
+
+
+def _storage_error(path: pathlib.Path, what: str, error: BaseException) -> OSError:
+    """An OSError naming the checkpoint's path and the cause (its errno kept when it has one)."""
+    message = f"save_checkpoint: could not {what} {path} ({_first_line(error)})."
+    code = getattr(error, "errno", None)
+    return OSError(code, message) if isinstance(code, int) else OSError(message)
+
+
+def _write_staged(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Path) -> None:
+    """Writes the orbax items, then the manifest, to `staged`; storage errors name `path`."""
+    import orbax.checkpoint as ocp
+
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            checkpointer.save(staged, args=ocp.args.Composite(**items))
+    except Exception as error:  # orbax/tensorstore raise ValueError, OSError, RuntimeError, ...
+        raise _storage_error(path, "write the checkpoint", error) from error
+    try:
+        _write_manifest(staged)
+    except OSError as error:
+        raise _storage_error(path, "write the manifest of", error) from error
+
+
+# Linux renameat2(2); glibc >= 2.28 exports it.
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, getattr(errno, "ENOTSUP", -1), getattr(errno, "EOPNOTSUPP", -1)}
+
+
+@functools.cache
+def _renameat2():
+    """libc's `renameat2`, or None where it is not available (not Linux, old glibc, musl without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _rename_noreplace(src: pathlib.Path, dst: pathlib.Path) -> None:
+    """Renames the directory `src` to `dst`; FileExistsError if `dst` exists, never replacing it.
+
+    On Linux: `renameat2(RENAME_NOREPLACE)`, atomic. Where that is unavailable (other
+    systems, or a filesystem without the flag): `os.rename` after a check that `dst` does
+    not exist. Renaming a directory onto a file or a non-empty directory fails on POSIX
+    (ENOTDIR / ENOTEMPTY) and onto anything on Windows, so the only thing a concurrent
+    writer's race can lose there is an empty directory created between check and rename,
+    never a checkpoint (which always holds its manifest).
+    """
+    renameat2 = _renameat2()
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise FileExistsError(code, os.strerror(code), str(dst))
+        if code not in _UNSUPPORTED:
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    try:
+        os.rename(src, dst)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from error
+        raise
+
+
+def _commit(staged: pathlib.Path, path: pathlib.Path, overwrite: bool) -> None:
+    """Moves the finished `staged` checkpoint to `path`, never replacing anything but a checkpoint.
+
+    Without a checkpoint at `path`, one rename that fails if `path` appeared meanwhile.
+    With `overwrite`, the old checkpoint is first renamed aside (and checked again there:
+    a concurrent writer may have put something else at `path`), the new one moved in, and
+    only then the old one deleted.
+    """
+    fn = "save_checkpoint"
+    if not (overwrite and os.path.lexists(path)):
+        try:
+            _rename_noreplace(staged, path)
+        except FileExistsError as error:
+            raise FileExistsError(
+                f"{fn}: {path} appeared while this checkpoint was written (a concurrent save?); it was left as it is."
+            ) from error
+        return
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
+    _rename_noreplace(path, old)
+    why = _not_a_checkpoint(old)
+    if why is not None:
+        try:
+            _rename_noreplace(old, path)  # put it back
+        except FileExistsError as error:
+            raise FileExistsError(
+                f"{fn}: refusing to overwrite {path}: {why} (it changed during the save); it is kept as it was at "
+                f"{old}, since something new is at {path}."
+            ) from error
+        raise FileExistsError(f"{fn}: refusing to overwrite {path}: {why} (it changed during the save).")
+    try:
+        _rename_noreplace(staged, path)
+    except FileExistsError as error:
+        raise FileExistsError(
+            f"{fn}: a concurrent save put a checkpoint at {path} while this one replaced it; the previous "
+            f"checkpoint is kept whole at {old}."
+        ) from error
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    params: Any,
+    config: ActorConfig,
+    opt_state: Any = None,
+    normalizer_state: Any = None,
+    step: int = 0,
+    extra: Any = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Saves an actor atomically to `directory` (which must not exist unless `overwrite`).
+
+    Args:
+      directory: the checkpoint's own folder, e.g. `runs/actor/step_1000`; parents are created.
+      params: the actor's variables (`Actor.from_config(config).init(...)`); their shapes
+        are checked against `config`.
+      config: the `ActorConfig`, stored as JSON (`config.to_dict()`).
+      opt_state: optional optimizer state (any pytree of arrays, e.g. an optax state).
+      normalizer_state: optional `ReturnNormalizerState` (any pytree of arrays).
+      step: training step, stored as an int.
+      extra: optional JSON-serializable metadata of yours (env id, seed, ...).
+      overwrite: replace an existing checkpoint at `directory`. Only a directory written by
+        `save_checkpoint` (its manifest, and nothing the manifest does not list) is replaced.
+
+    Returns:
+      The absolute path of the checkpoint.
+
+    Raises:
+      FileExistsError: `directory` exists and `overwrite` is False, or it is not a
+        checkpoint (a file, a folder of yours, a symbolic link), or a concurrent save
+        created it first. Nothing at `directory` is changed.
+      ValueError: `directory` is `""`, the current directory or an ancestor of it, or the
+        home directory; or `params` do not fit `config` (listing the differing leaves).
+      TypeError: `config` is not an `ActorConfig`, `params` not a nested dict of arrays,
+        or `extra` not JSON-serializable.
+      OSError: writing failed (disk full, permissions, ...), naming `directory` and the
+        cause; the staging folder is removed.
+    """
+    import orbax.checkpoint as ocp  # imported lazily: `import dreamer_actor` stays light
+
+    fn = "save_checkpoint"
+    if not isinstance(config, ActorConfig):
+        raise TypeError(f"{fn}: `config` must be an ActorConfig, got {type(config).__name__}.")
+    config.validate()
+    _params_paths(params, fn)
+    param_specs = _leaf_specs(params)
+    _check_params_match_config(param_specs, config, fn, "`params`")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"{fn}: `step` must be an int, got {step!r}.")
+    metadata = _metadata(config, param_specs, step, opt_state, normalizer_state, extra)
+    path = pathlib.Path(directory).absolute()
+    _check_target(directory, path, overwrite, fn)
+
+    items = {"params": ocp.args.StandardSave(params), "metadata": ocp.args.JsonSave(metadata)}
+    for name, state in zip(_STATES, (opt_state, normalizer_state), strict=True):
+        if state is not None:
+            items[name] = ocp.args.StandardSave(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    os.mkdir(stage)  # ours alone: everything temporary, orbax's tmp folder included, lies inside
+    try:
+        _write_staged(stage / _STAGED, items, path)
+        _commit(stage / _STAGED, path, overwrite)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    os.rmdir(stage)
+    return path
+
+
+# ----------------------------------------------------------------------------- restoring: read
+
+
+def _existing_directory(directory: str | os.PathLike, fn: str) -> pathlib.Path:
+    """The absolute path of an existing directory; FileNotFoundError (with a hint at leftovers) or ValueError."""
+    path = pathlib.Path(directory).absolute()
+    if not path.exists():
+        leftovers = sorted(p.name for p in path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
+        hint = (
+            f" A previous checkpoint survives as {leftovers} next to it (an interrupted overwrite)."
+            if leftovers
+            else ""
+        )
+        raise FileNotFoundError(f"{fn}: no checkpoint at {path}.{hint}")
+    if not path.is_dir():
+        raise ValueError(f"{fn}: {path} is a file, not a checkpoint directory.")
+    return path
+
+
+def _read_items(path: pathlib.Path, fn: str, **args: Any) -> Any:
+    """Reads orbax items from `path`; orbax/tensorstore errors become a short ValueError naming `path`."""
+    import orbax.checkpoint as ocp
+
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+            return checkpointer.restore(path, args=ocp.args.Composite(**args))
+    except Exception as error:  # orbax/tensorstore errors are long: summarize, keep the cause
+        raise ValueError(f"{fn}: could not read the checkpoint at {path} ({_first_line(error)}).") from error
+
+
+def _read_metadata(path: pathlib.Path, verify: bool, fn: str) -> dict[str, Any]:
+    """Verifies the files (when `verify`) and returns the `metadata` item, checking its format."""
+    import orbax.checkpoint as ocp
+
+    if verify:
+        _verify_files(path, fn)
+    metadata = _read_items(path, fn, metadata=ocp.args.JsonRestore()).metadata
+    _check_format(metadata.get("format") if isinstance(metadata, dict) else None, path, fn)
+    return metadata
+
+
+def _decode_metadata(metadata: dict[str, Any], path: pathlib.Path, fn: str) -> tuple[ActorConfig, dict]:
+    """The stored config (validated, and fitting the stored params) and the array specs by item."""
+    try:
+        specs = {name: None if v is None else _specs_from_json(v) for name, v in metadata["specs"].items()}
+        if specs.get("params") is None:
+            raise KeyError("specs/params")
+        stored_config = ActorConfig.from_dict(metadata["config"])
+        stored_config.validate()
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ValueError(f"{fn}: the config or array specs stored at {path} are invalid: {error}") from error
+    _check_params_match_config(specs["params"], stored_config, fn, f"the params stored at {path}")
+    return stored_config, specs
+
+
+# ----------------------------------------------------------------------------- restoring: compare
+
+
+def _config_differences(stored: ActorConfig, expected: ActorConfig) -> list[str]:
+    """Every field of `to_dict()` (static fields, `low`, `high`) that differs."""
+    stored_dict, expected_dict = stored.to_dict(), expected.to_dict()
+    return [
+        f"config `{name}`: stored {stored_dict.get(name)!r}, expected {expected_dict.get(name)!r}"
+        for name in sorted(set(stored_dict) | set(expected_dict))
+        if stored_dict.get(name) != expected_dict.get(name)
+    ]
+
+
+def _differences(stored_config: ActorConfig, specs: dict, config: Any, templates: dict[str, Any], fn: str) -> list[str]:
+    """Every difference between the stored config/specs and the expected config and templates."""
+    problems = []
+    if config is not None:
+        config.validate()
+        problems += _config_differences(stored_config, config)
+    if templates["params"] is not None:
+        _params_paths(templates["params"], fn)
+        problems += _diff_specs(specs["params"], _leaf_specs(templates["params"]), "param")
+    for item in _STATES:
+        if templates[item] is None:
+            continue
+        if specs.get(item) is None:
+            problems.append(f"`{item}_like` was given but the checkpoint has no {item}")
+        else:
+            problems += _diff_specs(specs[item], _leaf_specs(templates[item]), item)
+    return problems
+
+
+# ----------------------------------------------------------------------------- restoring: arrays
 
 
 def _abstract(tree: Any, default_sharding: jax.sharding.Sharding) -> Any:
@@ -259,104 +661,27 @@ def _nested_targets(specs: dict, sharding: jax.sharding.Sharding) -> dict:
     return tree
 
 
-# ----------------------------------------------------------------------------- API
+def _targets(specs: dict, templates: dict[str, Any]) -> dict[str, Any]:
+    """Abstract restore targets: params (from the template, else the stored specs) and the templated states."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    params = templates["params"]
+    targets = {"params": _nested_targets(specs["params"], default) if params is None else _abstract(params, default)}
+    for item in _STATES:
+        if templates[item] is not None:
+            targets[item] = _abstract(templates[item], default)
+    return targets
 
 
-def save_checkpoint(
-    directory: str | os.PathLike,
-    *,
-    params: Any,
-    config: ActorConfig,
-    opt_state: Any = None,
-    normalizer_state: Any = None,
-    step: int = 0,
-    extra: Any = None,
-    overwrite: bool = False,
-) -> pathlib.Path:
-    """Saves an actor atomically to `directory` (which must not exist unless `overwrite`).
+def _read_arrays(path: pathlib.Path, specs: dict, templates: dict[str, Any], fn: str) -> dict[str, Any]:
+    """Reads params and the templated states onto their target shardings."""
+    import orbax.checkpoint as ocp
 
-    Args:
-      directory: the checkpoint's path, e.g. `runs/actor/step_1000`; parents are created.
-      params: the actor's variables (`Actor.from_config(config).init(...)`); their shapes
-        are checked against `config`.
-      config: the `ActorConfig`; static fields go to JSON, `scale`/`bias` to arrays.
-      opt_state: optional optimizer state (any pytree of arrays, e.g. an optax state).
-      normalizer_state: optional `ReturnNormalizerState` (any pytree of arrays).
-      step: training step, stored as an int.
-      extra: optional JSON-serializable metadata of yours (env id, seed, ...).
-      overwrite: replace an existing checkpoint at `directory`.
-
-    Returns:
-      The absolute path of the checkpoint.
-
-    Raises:
-      FileExistsError: `directory` exists and `overwrite` is False.
-      TypeError: `config` is not an `ActorConfig`, `params` not a nested dict of arrays,
-        or `extra` not JSON-serializable.
-      ValueError: `params` do not fit `config` (listing the differing leaves).
-    """
-    import orbax.checkpoint as ocp  # imported lazily: `import dreamer_actor` stays light
-
-    fn = "save_checkpoint"
-    if not isinstance(config, ActorConfig):
-        raise TypeError(f"{fn}: `config` must be an ActorConfig, got {type(config).__name__}.")
-    config.validate()
-    _params_paths(params, fn)
-    param_specs = _leaf_specs(params)
-    _check_params_match_config(param_specs, config, fn, "`params`")
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-        raise TypeError(f"{fn}: `step` must be an int, got {step!r}.")
-    metadata = {
-        "format": FORMAT,
-        "step": int(step),
-        "config": _config_static(config),
-        "specs": {
-            "params": _specs_to_json(param_specs),
-            "config_arrays": _specs_to_json(_leaf_specs({"scale": config.scale, "bias": config.bias})),
-            "opt_state": None if opt_state is None else _specs_to_json(_leaf_specs(opt_state)),
-            "normalizer_state": None if normalizer_state is None else _specs_to_json(_leaf_specs(normalizer_state)),
-        },
-        "extra": extra,
-    }
-    try:
-        json.dumps(metadata)
-    except TypeError as error:
-        raise TypeError(f"{fn}: `extra` must be JSON-serializable ({error}).") from error
-
-    path = pathlib.Path(directory).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{fn}: {path} already exists (pass overwrite=True to replace it).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    items = {
-        "params": ocp.args.StandardSave(params),
-        "config_arrays": ocp.args.StandardSave({"scale": config.scale, "bias": config.bias}),
-        "metadata": ocp.args.JsonSave(metadata),
-    }
-    if opt_state is not None:
-        items["opt_state"] = ocp.args.StandardSave(opt_state)
-    if normalizer_state is not None:
-        items["normalizer_state"] = ocp.args.StandardSave(normalizer_state)
-    try:
-        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-            checkpointer.save(tmp, args=ocp.args.Composite(**items))
-        _write_manifest(tmp)
-        _commit(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    targets = _targets(specs, templates)
+    restored = _read_items(path, fn, **{name: ocp.args.StandardRestore(t) for name, t in targets.items()})
+    return {name: restored[name] for name in targets}
 
 
-def _commit(tmp: pathlib.Path, path: pathlib.Path) -> None:
-    """Moves the finished `tmp` to `path` (keeping any old checkpoint whole until the new one is in place)."""
-    if not path.exists():
-        os.rename(tmp, path)
-        return
-    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
-    os.rename(path, old)
-    os.rename(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+# ----------------------------------------------------------------------------- restoring: API
 
 
 def restore_checkpoint(
@@ -378,9 +703,9 @@ def restore_checkpoint(
 
     Args:
       directory: the checkpoint's path.
-      config: the `ActorConfig` you expect; its static fields (`action_dim`, `layers`,
-        `units`, `distribution`, ...) and `scale`/`bias` must equal the stored ones.
-        None: accept the stored config.
+      config: the `ActorConfig` you expect; its `to_dict()` (static fields `action_dim`,
+        `layers`, `units`, `distribution`, ... and the bounds `low`/`high`) must equal the
+        stored one's. None: accept the stored config.
       params_like: expected params (arrays or `jax.ShapeDtypeStruct`s): leaf names,
         shapes and dtypes must match; their shardings are used.
       opt_state_like: template of the optimizer state, e.g. `optimizer.init(params)`.
@@ -393,104 +718,27 @@ def restore_checkpoint(
 
     Raises:
       FileNotFoundError: `directory` does not exist (naming the path).
-      ValueError: the checkpoint is incomplete or damaged (naming the file), or it does
-        not match `config` / the templates (listing every difference), or a template is
-        given for a state that was not saved.
+      ValueError: the checkpoint is incomplete or damaged (naming the file), of another
+        format (naming it), or it does not match `config` / the templates (listing every
+        difference, before any array is read), or a template is given for a state that
+        was not saved.
     """
-    import orbax.checkpoint as ocp
-
     fn = "restore_checkpoint"
-    path = pathlib.Path(directory).absolute()
-    if not path.exists():
-        leftovers = sorted(p.name for p in path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
-        hint = (
-            f" A previous checkpoint survives as {leftovers} next to it (an interrupted overwrite)."
-            if leftovers
-            else ""
-        )
-        raise FileNotFoundError(f"{fn}: no checkpoint at {path}.{hint}")
-    if not path.is_dir():
-        raise ValueError(f"{fn}: {path} is a file, not a checkpoint directory.")
+    path = _existing_directory(directory, fn)
     if config is not None and not isinstance(config, ActorConfig):
         raise TypeError(f"{fn}: `config` must be an ActorConfig or None, got {type(config).__name__}.")
-    if verify:
-        _verify_files(path, fn)
-
-    def read(**args):
-        try:
-            with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-                return checkpointer.restore(path, args=ocp.args.Composite(**args))
-        except Exception as error:  # orbax/tensorstore errors are long: summarize, keep the cause
-            first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            raise ValueError(
-                f"{fn}: could not read the checkpoint at {path} ({type(error).__name__}: {first_line})."
-            ) from error
-
-    metadata = read(metadata=ocp.args.JsonRestore()).metadata
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ValueError(f"{fn}: {path} is not a dreamer_actor checkpoint of format {FORMAT!r}.")
-    stored_static = metadata["config"]
-    specs = {k: None if v is None else _specs_from_json(v) for k, v in metadata["specs"].items()}
-
-    # Compare everything before reading any array.
-    try:  # placeholder bounds: only the static fields matter until the arrays are read
-        stored_config = _config_from_static(
-            stored_static,
-            jnp.ones(specs["config_arrays"]["scale"][0], jnp.float32),
-            jnp.zeros(specs["config_arrays"]["bias"][0], jnp.float32),
-            path,
-        )
-    except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"{fn}: the config stored at {path} is invalid: {error}") from error
-    _check_params_match_config(specs["params"], stored_config, fn, f"the params stored at {path}")
-    problems = []
-    if config is not None:
-        config.validate()
-        expected_static = _config_static(config)
-        for name in sorted(set(expected_static) | set(stored_static)):
-            if stored_static.get(name) != expected_static.get(name):
-                problems.append(
-                    f"config `{name}`: stored {stored_static.get(name)!r}, expected {expected_static.get(name)!r}"
-                )
-    if params_like is not None:
-        _params_paths(params_like, fn)
-        problems += _diff_specs(specs["params"], _leaf_specs(params_like), "param")
-    for item, like in (("opt_state", opt_state_like), ("normalizer_state", normalizer_state_like)):
-        if like is None:
-            continue
-        if specs[item] is None:
-            problems.append(f"`{item}_like` was given but the checkpoint has no {item}")
-        else:
-            problems += _diff_specs(specs[item], _leaf_specs(like), item)
+    metadata = _read_metadata(path, verify, fn)
+    stored_config, specs = _decode_metadata(metadata, path, fn)
+    templates = {"params": params_like, "opt_state": opt_state_like, "normalizer_state": normalizer_state_like}
+    problems = _differences(stored_config, specs, config, templates, fn)
     if problems:
         raise ValueError(f"{fn}: the checkpoint at {path} does not match what was expected:{_listing(problems)}")
-
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    targets = {
-        "params": _nested_targets(specs["params"], default) if params_like is None else _abstract(params_like, default),
-        "config_arrays": _nested_targets(specs["config_arrays"], default),
-    }
-    if opt_state_like is not None:
-        targets["opt_state"] = _abstract(opt_state_like, default)
-    if normalizer_state_like is not None:
-        targets["normalizer_state"] = _abstract(normalizer_state_like, default)
-    restored = read(**{name: ocp.args.StandardRestore(target) for name, target in targets.items()})
-
-    stored_config = stored_config.replace(
-        scale=restored["config_arrays"]["scale"], bias=restored["config_arrays"]["bias"]
-    )
-    if config is not None:
-        for name in ("scale", "bias"):
-            stored, expected = np.asarray(getattr(stored_config, name)), np.asarray(getattr(config, name))
-            if not np.array_equal(stored, expected):
-                problems.append(f"config `{name}`: stored {stored.tolist()}, expected {expected.tolist()}")
-        if problems:
-            raise ValueError(f"{fn}: the checkpoint at {path} does not match what was expected:{_listing(problems)}")
+    arrays = _read_arrays(path, specs, templates, fn)
     return Checkpoint(
-        params=restored["params"],
+        params=arrays["params"],
         config=stored_config,
-        opt_state=restored["opt_state"] if opt_state_like is not None else None,
-        normalizer_state=restored["normalizer_state"] if normalizer_state_like is not None else None,
+        opt_state=arrays.get("opt_state"),
+        normalizer_state=arrays.get("normalizer_state"),
         step=int(metadata["step"]),
         extra=metadata.get("extra"),
     )

@@ -290,17 +290,18 @@ class ActorConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description: every static field plus `low` and `high` as lists of floats.
+        """JSON-ready description: every static field plus the leaves `low`, `high`, `scale`,
+        `bias` as lists of floats.
 
-        `ActorConfig.from_dict(config.to_dict())` equals `config` (float32 bounds are exact
-        in JSON's float64).
+        `ActorConfig.from_dict(config.to_dict())` equals `config` bit for bit (float32 values
+        are exact in JSON's float64).
         """
         out: dict[str, Any] = {}
         for name in self.static_fields():
             value = getattr(self, name)
             out[name] = list(value) if isinstance(value, tuple) else value
-        out["low"] = np.asarray(self.low, np.float64).tolist()
-        out["high"] = np.asarray(self.high, np.float64).tolist()
+        for name in _LEAVES:  # float32 values are exact in JSON's float64
+            out[name] = np.asarray(getattr(self, name), np.float64).tolist()
         return out
 
     @classmethod
@@ -314,19 +315,32 @@ class ActorConfig:
         fn = "ActorConfig.from_dict"
         if not isinstance(data, dict):
             raise TypeError(f"{fn}: `data` must be a dict (from `to_dict`), got {type(data).__name__}.")
-        known = {*cls.static_fields(), "low", "high"}
+        known = {*cls.static_fields(), *_LEAVES}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{fn}: unknown field(s) {unknown} (written by a newer version?).")
         missing = sorted({"low", "high", "distribution", "action_dim"} - set(data))
         if missing:
             raise ValueError(f"{fn}: missing field(s) {missing}.")
-        static = {k: v for k, v in data.items() if k not in ("low", "high", "action_dim")}
+        static = {k: v for k, v in data.items() if k not in (*_LEAVES, "action_dim")}
         if static.get("action_dims") is not None:
             static["action_dims"] = tuple(static["action_dims"])
         if data["distribution"] == "categorical":
-            return cls.create(action_dim=data["action_dim"], **static)
-        return cls.create(low=data["low"], high=data["high"], action_dim=data["action_dim"], **static)
+            config = cls.create(action_dim=data["action_dim"], **static)
+        else:
+            config = cls.create(low=data["low"], high=data["high"], action_dim=data["action_dim"], **static)
+        # `scale` and `bias` were computed from the bounds as first given (in float64), which
+        # the float32 `low`/`high` may round: restore the stored leaves bit for bit.
+        stored = {}
+        for name in ("scale", "bias"):
+            if name in data:
+                stored[name] = jnp.asarray(np.asarray(data[name], np.float64).astype(np.float32))
+                if stored[name].shape != (config.action_dim,):
+                    raise ValueError(f"{fn}: `{name}` must have {config.action_dim} entries, got {data[name]!r}.")
+        if stored:
+            config = dataclasses.replace(config, **stored)
+            config.validate()
+        return config
 
     @property
     def family(self):
