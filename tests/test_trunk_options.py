@@ -46,7 +46,7 @@ def _np_layer(x, scale, bias, eps=1e-3):
 
 
 def _np_trunk(params, cfg, hidden, stoch):
-    """Numpy float64 forward pass of `Actor`: the raw output layer `[..., params_out]`."""
+    """Numpy float64 forward pass of `Actor`: the raw output layer `[..., num_outputs]`."""
     p = jax.tree.map(lambda v: np.asarray(v, np.float64), params["params"])
     stoch = np.asarray(stoch, np.float64)
     x = np.concatenate([np.asarray(hidden, np.float64), stoch.reshape(*stoch.shape[:-2], -1)], -1)
@@ -67,7 +67,7 @@ def _np_trunk(params, cfg, hidden, stoch):
 
 def test_rmsnorm_matches_numpy():
     x = jax.random.normal(jax.random.key(0), (3, 5, 12)) * 3.0 + 1.0
-    module = da.RMSNorm()
+    module = da.networks.RMSNorm()
     params = module.init(jax.random.key(1), x)
     assert params["params"]["scale"].dtype == jnp.float32
     params = {"params": {"scale": jax.random.normal(jax.random.key(2), (12,))}}
@@ -75,25 +75,24 @@ def test_rmsnorm_matches_numpy():
     ref = _np_rms(np.asarray(x, np.float64), np.asarray(params["params"]["scale"], np.float64))
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     # Unit scale: the output's root mean square is 1 (up to eps).
-    unit = da.RMSNorm().apply({"params": {"scale": jnp.ones(12)}}, x)
+    unit = da.networks.RMSNorm().apply({"params": {"scale": jnp.ones(12)}}, x)
     np.testing.assert_allclose(jnp.sqrt(jnp.mean(jnp.square(unit), -1)), 1.0, rtol=1e-4)
     # bfloat16 in, bfloat16 out, statistics in float32.
-    out16 = da.RMSNorm(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
+    out16 = da.networks.RMSNorm(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
     assert out16.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(out16, np.float64), ref, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("norm", ["rms", "layer", "none"])
-@pytest.mark.parametrize("kind", ["bounded_normal", "categorical"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_actor_forward_matches_numpy_mlp(norm, kind):
     cfg = _config(kind, layers=2, units=32, norm=norm, output_scale=1.0)
     hidden, stoch = _latents()
     actor = da.Actor.from_config(cfg)
     params = _perturb(actor.init(jax.random.key(0), hidden, stoch), jax.random.key(9))
     ref = _np_trunk(params, cfg, hidden, stoch)
-    first, second = actor.apply(params, hidden, stoch)
-    got = first if kind == "categorical" else jnp.concatenate([first, second], -1)  # both raw for these kinds
-    assert got.dtype == jnp.float32
+    got = actor.apply(params, hidden, stoch)  # the raw output layer, for every family
+    assert got.shape == (*hidden.shape[:-1], cfg.family.num_outputs(cfg)) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
@@ -130,18 +129,19 @@ def test_initial_outputs_scale_with_output_scale(kind):
     assert stds[0.01] < 0.1 and stds[1.0] > 0.4
     # ... so a fresh policy starts near mean 0 and its initial std (bounds: ~2x the measured means).
     params, cfg = outs[0.01]
-    first, second = da.Actor.from_config(cfg).apply(params, hidden, stoch)
+    raw = da.Actor.from_config(cfg).apply(params, hidden, stoch)
     if kind == "categorical":
-        probs = da.categorical_probs(first, cfg)
+        probs = da.categorical.probs(da.categorical.head(raw, cfg), cfg)
         assert float(jnp.abs(probs - 1 / cfg.action_dim).mean()) < 0.01
     elif kind == "bounded_normal":
-        mean, std = da.bounded_normal_params(first, second, cfg)
+        mean, std = da.bounded_normal.head(raw, cfg)
         init_std = (cfg.max_std - cfg.min_std) / (1 + math.exp(-2.0)) + cfg.min_std
         assert float(jnp.abs(mean).mean()) < 0.1
         assert float(jnp.abs(std - init_std).mean()) < 0.02
     else:
-        assert float(jnp.abs(first).mean()) < 0.1
-        assert float(jnp.abs(second - math.log(cfg.init_std)).mean()) < 0.15
+        mean, log_std = da.tanh_normal.head(raw, cfg)
+        assert float(jnp.abs(mean).mean()) < 0.1
+        assert float(jnp.abs(log_std - math.log(cfg.init_std)).mean()) < 0.15
 
 
 # ------------------------------------------------------------------------ bf16 trunk
@@ -170,20 +170,21 @@ def test_bfloat16_trunk_gives_float32_log_probs_close_to_float32(kind, norm):
     )
     o32 = da.Actor.from_config(c32).apply(params, hidden, stoch)
     o16 = da.Actor.from_config(c16).apply(params, hidden, stoch)
-    assert o16[0].dtype == jnp.float32
+    assert o16.dtype == jnp.float32
     # The trunk really ran in bfloat16 (else this test could not fail), and stayed close.
-    out_err = [jnp.abs(a - b) for a, b in zip(jax.tree.leaves(o16), jax.tree.leaves(o32), strict=True)]
-    assert 0.0 < max(float(e.max()) for e in out_err) < BF16_OUT_ATOL
-    _, raw = da.policy_sample(jax.random.key(1), o32, c32)
+    out_err = jnp.abs(o16 - o32)
+    assert 0.0 < float(out_err.max()) < BF16_OUT_ATOL
+    _, raw = da.policy_sample(jax.random.key(1), da.policy_head(o32, c32), c32)
+    # Functions of the raw outputs (the head included), so the first-order bound covers it.
     fns = {
-        "log_prob": lambda o, c: da.policy_log_prob(o, c, raw_sample=raw),
-        "entropy": lambda o, c: da.policy_entropy(o, c, raw_sample=raw),
+        "log_prob": lambda o, c: da.policy_log_prob(da.policy_head(o, c), c, raw_sample=raw),
+        "entropy": lambda o, c: da.policy_entropy(da.policy_head(o, c), c, raw_sample=raw),
     }
     for name, fn in fns.items():
         x32, x16 = fn(o32, c32), fn(o16, c16)
         assert x16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(x16))), name
         grads = jax.grad(lambda o, fn=fn: jnp.sum(fn(o, c32)))(o32)
-        first_order = sum(jnp.sum(jnp.abs(g) * e, -1) for g, e in zip(jax.tree.leaves(grads), out_err, strict=True))
+        first_order = jnp.sum(jnp.abs(grads) * out_err, -1)
         err = jnp.abs(x16 - x32)
         assert bool(jnp.all(err <= BF16_FIRST_ORDER_SLACK * first_order + 1e-4)), (name, err, first_order)
         assert float(jnp.mean(err)) < BF16_MEAN_ATOL, name
