@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -34,6 +35,19 @@ def _check_finite(x: jax.Array, name: str) -> None:
     checkify.check(jnp.all(jnp.isfinite(x)), f"{name} has NaN or inf entries")
 
 
+def _widened_by_one_ulp(config: Any) -> Any:
+    """`config` with `low`/`high` moved one float32 step outwards (for checking a caller's action).
+
+    The config's bounds are the caller's rounded *inwards* to float32, so an action exactly
+    at a float64 Box bound (or that bound rounded to the nearest float32) can lie one float32
+    step outside `[config.low, config.high]`; it is still in the caller's space. Anything
+    further out is reported.
+    """
+    low = jnp.nextafter(config.low, jnp.asarray(-jnp.inf, config.low.dtype))
+    high = jnp.nextafter(config.high, jnp.asarray(jnp.inf, config.high.dtype))
+    return dataclasses.replace(config, low=low, high=high)  # no validation: used for `in_support` only
+
+
 def _log_prob_with_checks(
     dist: Any, config: Any, *, raw_sample: jax.Array | None = None, action: jax.Array | None = None
 ) -> jax.Array:
@@ -45,8 +59,9 @@ def _log_prob_with_checks(
         action = jnp.asarray(action)
         if jnp.issubdtype(action.dtype, jnp.floating):
             _check_finite(action, "action")
+            action32 = action.astype(jnp.promote_types(action.dtype, jnp.float32))
             checkify.check(
-                jnp.all(config.family.in_support(action.astype(jnp.promote_types(action.dtype, jnp.float32)), config)),
+                jnp.all(config.family.in_support(action32, _widened_by_one_ulp(config))),
                 f"action outside the support of {config.distribution} (bounds [low, high], or a one-hot)",
             )
     out = policy.policy_log_prob(dist, config, raw_sample=raw_sample, action=action, _fn="checked_log_prob")
