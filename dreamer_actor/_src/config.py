@@ -33,6 +33,10 @@ _F32 = np.finfo(np.float32)
 
 
 def _as_bound(fn: str, name: str, value: Any) -> np.ndarray:
+    if isinstance(value, str | bytes) or (
+        isinstance(value, list | tuple) and any(isinstance(v, str | bytes) for v in value)
+    ):
+        raise ValueError(f"{fn}: `{name}` must be a number or an array of numbers, got the string {value!r}.")
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -74,8 +78,8 @@ def _bound_leaves(fn: str, low: np.ndarray, high: np.ndarray) -> dict[str, jax.A
     scale32 = scale.astype(np.float32)
     if not np.all(np.isfinite(scale32)) or not np.all(scale32 >= _F32.tiny):
         raise ValueError(
-            f"{fn}: the range `high - low` must be finite and at least {2 * _F32.tiny:.3g} (not subnormal) in "
-            f"float32 in every dimension, got {(high - low).tolist()}."
+            f"{fn}: `low` and `high` must span a range `high - low` that is finite and at least "
+            f"{2 * _F32.tiny:.3g} (not subnormal) in float32 in every dimension, got {(high - low).tolist()}."
         )
     low32, high32 = _inward_float32(low, high)
     if not np.all(low32 < high32):
@@ -427,7 +431,7 @@ def _replace(self: ActorConfig, **updates: Any) -> ActorConfig:
     traced = any(isinstance(updates[name], jax.core.Tracer) for name in given)
     if given and not traced:
         current = {name: np.asarray(getattr(self, name), np.float64) for name in _LEAVES}
-        new = {name: np.asarray(updates[name], np.float64) for name in given}
+        new = {name: _as_bound(fn, name, updates[name]) for name in given}
         if given & {"low", "high"} and given & {"scale", "bias"}:
             raise ValueError(f"{fn}: give either `low`/`high` or `scale`/`bias`, not both.")
         for name, value in new.items():

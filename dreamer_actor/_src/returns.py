@@ -32,18 +32,15 @@ whichever pair your world model matches.
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 
+from dreamer_actor._src import validation
+
 
 def _check_scalar(fn: str, name: str, x: float | jax.Array, low: float, high: float) -> None:
-    """Rank check for traced scalars; range check for Python numbers (known at trace time)."""
-    if jnp.ndim(x) != 0:
-        raise ValueError(f"{fn}: `{name}` must be a scalar, got shape {jnp.shape(x)}.")
-    if isinstance(x, numbers.Real) and not (low <= float(x) <= high):
-        raise ValueError(f"{fn}: `{name}` must be in [{low}, {high}], got {x!r}.")
+    """Rank check for traced scalars; type and range check for Python numbers (known at trace time)."""
+    validation.scalar(x, name, fn, low, high)
 
 
 def _check_floating(fn: str, **arrays: jax.Array) -> None:

@@ -69,7 +69,7 @@ def scalar(
     x: Any, name: str, fn: str, low: float | None = None, high: float | None = None, *, open_low: bool = False
 ) -> Any:
     """A real scalar: a Python number (range-checked now) or a 0-d floating array (traced: shape only)."""
-    if isinstance(x, bool) or isinstance(x, str | bytes):
+    if x is None or isinstance(x, bool | str | bytes):
         raise TypeError(f"{fn}: `{name}` must be a real number or a scalar array, got {x!r}.")
     if isinstance(x, numbers.Real):
         value = float(x)

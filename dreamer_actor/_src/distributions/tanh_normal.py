@@ -174,7 +174,12 @@ def log_prob(
 
 
 def entropy(
-    dist: Params, config: Any, *, raw_sample: jax.Array | None = None, key: jax.Array | None = None, num_samples: int = 1
+    dist: Params,
+    config: Any,
+    *,
+    raw_sample: jax.Array | None = None,
+    key: jax.Array | None = None,
+    num_samples: int = 1,
 ) -> jax.Array:
     """Unbiased Monte-Carlo estimate of `E[-log p(a)]`, `[...]` (see `dreamer_actor.entropy_estimate`).
 
@@ -216,7 +221,11 @@ def validate_config(config: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             fail(name, "a finite number")
     if not (-LOG_STD_LIMIT <= config.log_std_min < config.log_std_max <= LOG_STD_LIMIT):
-        fail("log_std_min", f"< log_std_max, both in [{-LOG_STD_LIMIT}, {LOG_STD_LIMIT}]")
+        raise ValueError(
+            f"ActorConfig: `log_std_min` < `log_std_max` must hold with both in [{-LOG_STD_LIMIT}, {LOG_STD_LIMIT}] "
+            f"(exp() of a log-std must be finite in float32), got log_std_min={config.log_std_min!r}, "
+            f"log_std_max={config.log_std_max!r}."
+        )
     if not (math.exp(config.log_std_min) < config.init_std < math.exp(config.log_std_max)):
         fail(
             "init_std",
@@ -249,4 +258,3 @@ def as_distrax(dist: Params, config: Any):
     # Chain applies right to left: tanh first, then the affine map to [low, high].
     affine = distrax.ScalarAffine(shift=config.bias.astype(mean.dtype), scale=config.scale.astype(mean.dtype))
     return distrax.Transformed(base, distrax.Block(distrax.Chain([affine, distrax.Tanh()]), ndims=1))
-
