@@ -60,6 +60,7 @@ import os
 import pathlib
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -373,6 +374,19 @@ def _storage_error(path: pathlib.Path, what: str, error: BaseException) -> OSErr
     return OSError(code, message) if isinstance(code, int) else OSError(message)
 
 
+def _remove_tree(path: pathlib.Path, attempts: int = 6) -> None:
+    """Removes our own temporary folder, retrying while a failed save's background writer still adds files.
+
+    After a storage error orbax's asynchronous tensorstore writes can still create files for
+    a moment, so a single `rmtree` can meet a folder that is not empty yet (seen under load).
+    """
+    for attempt in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(0.05 * 2**attempt)
+
+
 def _write_staged(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Path) -> None:
     """Writes the orbax items, then the manifest, to `staged`; storage errors name `path`."""
     import orbax.checkpoint as ocp
@@ -541,7 +555,7 @@ def save_checkpoint(
         _write_staged(stage / _STAGED, items, path)
         _commit(stage / _STAGED, path, overwrite)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        _remove_tree(stage)
         raise
     os.rmdir(stage)
     return path
