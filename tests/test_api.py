@@ -145,3 +145,13 @@ def test_the_core_docstrings_have_examples():
         module = importlib.import_module(f"dreamer_actor._src.{module_name}")
         examples = sum(len(t.examples) for t in finder.find(module, globs=globs))
         assert examples > 0, module_name
+
+
+def test_importing_the_package_does_not_import_distrax_or_orbax():
+    """distrax (and the tfp-nightly it pulls in) loads only for `as_distrax`; orbax only for checkpoints."""
+    import subprocess
+    import sys
+
+    code = "import sys, dreamer_actor; print(sorted(m for m in ('distrax', 'orbax', 'tensorflow_probability') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
