@@ -432,8 +432,8 @@ def _replace(self: ActorConfig, **updates: Any) -> ActorConfig:
     if given and not traced:
         current = {name: np.asarray(getattr(self, name), np.float64) for name in _LEAVES}
         new = {name: _as_bound(fn, name, updates[name]) for name in given}
-        if given & {"low", "high"} and given & {"scale", "bias"}:
-            raise ValueError(f"{fn}: give either `low`/`high` or `scale`/`bias`, not both.")
+        if given & {"low", "high"} and given & {"scale", "bias"} and given != set(_LEAVES):
+            raise ValueError(f"{fn}: give either `low`/`high` or `scale`/`bias` (or all four), not both.")
         for name, value in new.items():
             if value.shape != (self.action_dim,):
                 value = np.broadcast_to(value, (self.action_dim,)) if value.ndim == 0 else value
@@ -442,6 +442,21 @@ def _replace(self: ActorConfig, **updates: Any) -> ActorConfig:
                         f"{fn}: `{name}` must have shape ({self.action_dim},) (action_dim), got {value.shape}."
                     )
                 new[name] = value
+        if given == set(_LEAVES):
+            # All four at once (`flax.serialization.from_state_dict`, a tree of saved leaves): taken
+            # as given in float32, `scale`/`bias` not recomputed from the (inward-rounded) bounds,
+            # if they agree with `bias -+ scale` up to float32 rounding.
+            leaves = {name: new[name].astype(np.float32) for name in _LEAVES}
+            low, high, scale, bias = (leaves[name].astype(np.float64) for name in _LEAVES)
+            tol = 4 * np.finfo(np.float32).eps * (np.abs(low) + np.abs(high) + np.abs(bias) + scale)
+            if not (np.all(np.abs(bias - scale - low) <= tol) and np.all(np.abs(bias + scale - high) <= tol)):
+                raise ValueError(
+                    f"{fn}: `low`, `high`, `scale`, `bias` disagree (need low = bias - scale, high = bias + scale), "
+                    f"got low={low.tolist()}, high={high.tolist()}, scale={scale.tolist()}, bias={bias.tolist()}."
+                )
+            config = dataclasses.replace(self, **{**updates, **{k: jnp.asarray(v) for k, v in leaves.items()}})
+            config.validate()
+            return config
         if given & {"low", "high"}:
             low, high = new.get("low", current["low"]), new.get("high", current["high"])
         else:
