@@ -45,14 +45,17 @@ inp = json.loads(sys.argv[1])
 out = {"file": da.__file__}
 f64 = lambda x: jnp.asarray(x, jnp.float64)
 cfg = da.ActorConfig.create(low=inp["LOW"], high=inp["HIGH"])
-cfg = cfg.replace(scale=cfg.scale.astype(jnp.float64), bias=cfg.bias.astype(jnp.float64))
+# The bound leaves stay float32 (rounded inwards); the maths casts them to the inputs' float64. These bounds
+# are exact in float32, so float64 inputs see the float64 bounds exactly (checked in the test below).
+out["leaves"] = {n: [str(getattr(cfg, n).dtype), np.asarray(getattr(cfg, n), np.float64).tolist()]
+                 for n in ("low", "high", "scale", "bias")}
 mean, log_std = f64(inp["MEAN"]), f64(inp["LOG_STD"])
 low, high = np.asarray(inp["LOW"]), np.asarray(inp["HIGH"])
 action = f64(np.asarray(inp["Y"]) * (high - low) / 2 + (high + low) / 2)
 lp = da.log_prob_with_tanh_correction(mean, log_std, cfg, action=action)
 out["lp_action"], out["lp_dtype"] = np.asarray(lp).tolist(), str(lp.dtype)
 u = jnp.broadcast_to(f64(inp["SATURATED_U"]), mean.shape)
-out["lp_saturated"] = np.asarray(da.log_prob_with_tanh_correction(u, log_std, cfg, pre_tanh=u)).tolist()
+out["lp_saturated"] = np.asarray(da.log_prob_with_tanh_correction(u, log_std, cfg, raw_sample=u)).tolist()
 a, u_s = da.sample_action(jax.random.key(0), mean, log_std, cfg)
 out["sample_dtypes"] = [str(a.dtype), str(u_s.dtype)]
 ent = da.entropy_estimate(mean, log_std, cfg, key=jax.random.key(1), num_samples=4)
@@ -60,7 +63,7 @@ out["entropy_dtype"] = str(ent.dtype)
 
 def one_dim(m, s, lo, hi):
     c = da.ActorConfig.create(low=lo, high=hi, action_dim=1)
-    c = c.replace(scale=c.scale.astype(jnp.float64), bias=c.bias.astype(jnp.float64))
+    assert np.asarray(c.low, np.float64).tolist() == [lo] and np.asarray(c.high, np.float64).tolist() == [hi]
     return c, f64([m]), f64([math.log(s)])
 
 def quad(f, lo, hi, points=None):
@@ -95,11 +98,11 @@ for m, s, lo, hi in inp["ENTROPY_CASES"]:
     k = 20000
     mk, sk = jnp.broadcast_to(mm, (k, 1)), jnp.broadcast_to(ss, (k, 1))
     _, uk = da.sample_action(jax.random.key(2), mk, sk, c)
-    per = np.asarray(da.entropy_estimate(mk, sk, c, pre_tanh=uk))
+    per = np.asarray(da.entropy_estimate(mk, sk, c, raw_sample=uk))
     out["entropy"].append([float(per.mean()), float(per.std(ddof=1) / math.sqrt(k))])
 
 try:
-    for path, given in (("pre_tanh", u_s), ("action", a)):
+    for path, given in (("raw_sample", u_s), ("action", a)):
         f = lambda m, s: da.log_prob_with_tanh_correction(m, s, cfg, **{path: given})
         check_grads(f, (mean, log_std), order=2, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
     out["check_grads"] = "ok"
@@ -138,7 +141,7 @@ def test_float64_log_prob_matches_numpy_formula(x64):
     np.testing.assert_allclose(x64["lp_action"], ref, rtol=1e-10, atol=1e-10)
 
 
-def test_float64_pre_tanh_path_exact_far_in_the_tails(x64):
+def test_float64_raw_sample_path_exact_far_in_the_tails(x64):
     low, high = np.asarray(LOW), np.asarray(HIGH)
     u = np.broadcast_to(np.asarray(SATURATED_U), (3, 3))
     s = np.asarray(LOG_STD)
@@ -146,6 +149,14 @@ def test_float64_pre_tanh_path_exact_far_in_the_tails(x64):
     log_jac = np.log(4.0) - 2 * np.abs(u) - 2 * np.log1p(np.exp(-2 * np.abs(u)))
     ref = np.sum(-s - 0.5 * np.log(2 * np.pi) - np.log((high - low) / 2) - log_jac, axis=-1)
     np.testing.assert_allclose(x64["lp_saturated"], ref, rtol=1e-12)
+
+
+def test_float32_bound_leaves_hold_these_bounds_exactly(x64):
+    low, high = np.asarray(LOW), np.asarray(HIGH)
+    expected = {"low": low, "high": high, "scale": (high - low) / 2, "bias": (high + low) / 2}
+    for name, (dtype, value) in x64["leaves"].items():
+        assert dtype == "float32", name
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
 def test_float64_in_float64_out(x64):

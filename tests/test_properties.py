@@ -9,6 +9,7 @@ values do not retrace: asserted at the end).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,9 +25,9 @@ def _everything(config, mean, log_std, key):
 
     def objective(m, s):
         action, u = da.sample_action(key, m, s, config)
-        lp_u = da.log_prob_with_tanh_correction(m, s, config, pre_tanh=u)
+        lp_u = da.log_prob_with_tanh_correction(m, s, config, raw_sample=u)
         lp_a = da.log_prob_with_tanh_correction(m, s, config, action=action)
-        ent = da.entropy_estimate(m, s, config, pre_tanh=u)
+        ent = da.entropy_estimate(m, s, config, raw_sample=u)
         return jnp.sum(lp_u + lp_a + ent), (action, lp_u, lp_a, ent)
 
     (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(mean, log_std)
@@ -53,12 +54,33 @@ log_stds = st.floats(min_value=-20.0, max_value=5.0, allow_nan=False, width=32)
 def test_actions_in_bounds_and_everything_finite(low, width, mean, log_std, seed):
     low = np.asarray(low, np.float64)
     high = low + np.asarray(width, np.float64)
+    # The float32 values inside [low, high] nearest each end, computed here independently of the library.
+    low32, high32 = low.astype(np.float32), high.astype(np.float32)
+    low32 = np.where(low32 < low, np.nextafter(low32, np.float32(np.inf)), low32)
+    high32 = np.where(high32 > high, np.nextafter(high32, np.float32(-np.inf)), high32)
+    if not np.all(low32 < high32):
+        # A range holding fewer than two float32 values cannot keep float32 actions inside it with a
+        # non-degenerate policy: 1.0 rejects it, naming the reason (width 1e-3 at |low| >~ 8e3).
+        with pytest.raises(ValueError, match=r"`low` and `high` are too close to be distinct in float32"):
+            da.ActorConfig.create(low=low, high=high)
+        return
     config = da.ActorConfig.create(low=low, high=high)
+    np.testing.assert_array_equal(config.low, low32)
+    np.testing.assert_array_equal(config.high, high32)
     mean = jnp.asarray(mean, jnp.float32).reshape(3, A)
     log_std = jnp.asarray(log_std, jnp.float32).reshape(3, A)
     (action, lp_u, lp_a, ent), (g_mean, g_log_std) = _everything(config, mean, log_std, jax.random.key(seed))
     lo, hi = jnp.broadcast_to(config.low, action.shape), jnp.broadcast_to(config.high, action.shape)
     assert bool(jnp.all((action >= lo) & (action <= hi))), (action, config.low, config.high)
+    # ... and inside the bounds as given, in float64: the float32 leaves are rounded inwards. Known library
+    # bug (config.py, reported): a bound that rounds to a float32 subnormal (|x| < 1.2e-38, e.g. low = 1e-40)
+    # is flushed to 0 by XLA, so a positive subnormal `low` (negative subnormal `high`) is not honoured; such
+    # bounds are left out of this stricter check until `_inward_float32` rounds them to +-tiny.
+    tiny = np.finfo(np.float32).tiny
+    flushed = np.any((low32 > 0) & (low32 < tiny)) or np.any((high32 < 0) & (high32 > -tiny))
+    if not flushed:
+        action64 = np.asarray(action, np.float64)
+        assert np.all((action64 >= low) & (action64 <= high)), (action, low, high)
     for name, x in (("lp_u", lp_u), ("lp_a", lp_a), ("entropy", ent), ("g_mean", g_mean), ("g_log_std", g_log_std)):
         assert bool(jnp.all(jnp.isfinite(x))), (name, x)
 

@@ -18,6 +18,8 @@ from jax.test_util import check_grads
 from scipy import integrate
 
 import dreamer_actor as da
+from dreamer_actor import tanh_normal as tn
+from dreamer_actor._src.noise import standard_normal
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -78,10 +80,10 @@ def test_log_prob_matches_distrax_and_float64_formula_on_interior_points(cfg3):
     log_std = jax.random.uniform(k2, (4, 5, 3), minval=-1.5, maxval=0.7)
     # Interior actions: |normalized| <= 0.95 so atanh is well conditioned in float32.
     y = jax.random.uniform(k3, (4, 5, 3), minval=-0.95, maxval=0.95)
-    action = da.squash(jnp.arctanh(y), cfg3)
+    action = tn.squash(jnp.arctanh(y), cfg3)
 
     ours = da.log_prob_with_tanh_correction(mean, log_std, cfg3, action=action)
-    via_as_distrax = da.as_distrax(mean, log_std, cfg3).log_prob(action)
+    via_as_distrax = tn.as_distrax(mean, log_std, cfg3).log_prob(action)
     from_scratch = _distrax_from_scratch(mean, log_std, LOW3, HIGH3).log_prob(action)
     reference = _np_log_prob(action, mean, log_std, LOW3, HIGH3)
 
@@ -93,41 +95,41 @@ def test_log_prob_matches_distrax_and_float64_formula_on_interior_points(cfg3):
     np.testing.assert_allclose(ours, from_scratch, rtol=1e-5, atol=1e-5)
 
 
-def test_pre_tanh_and_action_paths_agree_and_match_distrax_sample_and_log_prob(cfg3):
+def test_raw_sample_and_action_paths_agree_and_match_distrax_sample_and_log_prob(cfg3):
     mean = jnp.array([[0.3, -0.5, 1.0], [0.0, 2.0, -1.0]])
     log_std = jnp.array([[-0.2, 0.1, -1.0], [0.4, -0.5, 0.0]])
     action, u = da.sample_action(jax.random.key(1), mean, log_std, cfg3)
-    lp_u = da.log_prob_with_tanh_correction(mean, log_std, cfg3, pre_tanh=u)
+    lp_u = da.log_prob_with_tanh_correction(mean, log_std, cfg3, raw_sample=u)
     lp_a = da.log_prob_with_tanh_correction(mean, log_std, cfg3, action=action)
     np.testing.assert_allclose(lp_u, lp_a, rtol=1e-4, atol=1e-4)
     # distrax's fused sample_and_log_prob uses the forward log-det (no atanh).
     with jax.numpy_rank_promotion("allow"):  # distrax broadcasts implicitly inside sample_and_log_prob
         sample, lp_ref = _distrax_from_scratch(mean, log_std, LOW3, HIGH3).sample_and_log_prob(seed=jax.random.key(2))
     u_ref = np.arctanh((np.asarray(sample, np.float64) - (HIGH3 + LOW3) / 2) / ((HIGH3 - LOW3) / 2))
-    ours = da.log_prob_with_tanh_correction(mean, log_std, cfg3, pre_tanh=jnp.asarray(u_ref, jnp.float32))
+    ours = da.log_prob_with_tanh_correction(mean, log_std, cfg3, raw_sample=jnp.asarray(u_ref, jnp.float32))
     np.testing.assert_allclose(ours, lp_ref, rtol=1e-4, atol=1e-4)
 
 
-def test_pre_tanh_path_stays_exact_where_tanh_saturates():
-    """At |u| = 12 `tanh(u)` is 1.0 in float32; the pre_tanh path still matches float64."""
+def test_raw_sample_path_stays_exact_where_tanh_saturates():
+    """At |u| = 12 `tanh(u)` is 1.0 in float32; the raw_sample path still matches float64."""
     cfg = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=1)
     u = np.array([[12.0], [-15.0], [30.0]])
     mean, log_std = np.array([[11.0], [-14.0], [29.0]]), np.array([[0.0], [0.5], [-0.3]])
     ours = da.log_prob_with_tanh_correction(
-        jnp.asarray(mean, jnp.float32), jnp.asarray(log_std, jnp.float32), cfg, pre_tanh=jnp.asarray(u, jnp.float32)
+        jnp.asarray(mean, jnp.float32), jnp.asarray(log_std, jnp.float32), cfg, raw_sample=jnp.asarray(u, jnp.float32)
     )
     ref = _np_log_prob_u(u[:, 0], mean[:, 0], np.exp(log_std[:, 0]), 1.0)
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
     # The naive `log(1 - tanh^2 + 1e-6)` would give at most 13.8 for the Jacobian term; we get ~2|u|.
-    assert float(-da.log1m_tanh_sq(jnp.float32(30.0))) > 55.0
+    assert float(-tn.log1m_tanh_sq(jnp.float32(30.0))) > 55.0
 
 
 def test_log1m_tanh_sq_matches_float64_and_its_derivative_is_minus_2_tanh():
     u = np.linspace(-40.0, 40.0, 801)
-    ours = da.log1m_tanh_sq(jnp.asarray(u, jnp.float32))
+    ours = tn.log1m_tanh_sq(jnp.asarray(u, jnp.float32))
     ref = np.log(4.0) - 2.0 * np.abs(u) - 2.0 * np.log1p(np.exp(-2.0 * np.abs(u)))
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
-    grad = jax.vmap(jax.grad(da.log1m_tanh_sq))(jnp.asarray(u, jnp.float32))
+    grad = jax.vmap(jax.grad(tn.log1m_tanh_sq))(jnp.asarray(u, jnp.float32))
     np.testing.assert_allclose(grad, -2.0 * np.tanh(u), atol=1e-5)
 
 
@@ -137,33 +139,91 @@ def test_log1m_tanh_sq_keeps_relative_precision_near_zero():
     u = np.concatenate([np.logspace(-6, 0.5, 400), -np.logspace(-6, 0.5, 400)])
     u32 = np.asarray(u, np.float32)
     ref = np.log1p(-(np.tanh(u32.astype(np.float64)) ** 2))  # float64, well conditioned for |u| <~ 3
-    ours = np.asarray(jax.jit(da.log1m_tanh_sq)(jnp.asarray(u32)), np.float64)
+    ours = np.asarray(jax.jit(tn.log1m_tanh_sq)(jnp.asarray(u32)), np.float64)
     np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=0)
     # and the derivative (the custom JVP) to float32 precision, including at the switch point
-    grad = jax.vmap(jax.grad(da.log1m_tanh_sq))(jnp.asarray(u32))
+    grad = jax.vmap(jax.grad(tn.log1m_tanh_sq))(jnp.asarray(u32))
     np.testing.assert_allclose(grad, -2.0 * np.tanh(u32.astype(np.float64)), rtol=1e-6, atol=1e-7)
 
 
 def test_log1m_tanh_sq_second_derivative_is_minus_2_sech_squared():
     u = jnp.asarray([-30.0, -3.0, -0.61, -0.6, -0.1, 0.0, 0.2, 0.6, 2.0, 25.0], jnp.float32)
-    second = jax.vmap(jax.grad(jax.grad(da.log1m_tanh_sq)))(u)
+    second = jax.vmap(jax.grad(jax.grad(tn.log1m_tanh_sq)))(u)
     np.testing.assert_allclose(second, -2.0 / np.cosh(np.asarray(u, np.float64)) ** 2, rtol=1e-5, atol=1e-7)
 
 
 def test_squash_unsquash_round_trip_and_bounds(cfg3):
     u = jnp.asarray(np.linspace(-3.0, 3.0, 21)[:, None].repeat(3, axis=1), jnp.float32)
-    a = da.squash(u, cfg3)
+    a = tn.squash(u, cfg3)
     np.testing.assert_allclose(
         a, np.tanh(np.asarray(u, np.float64)) * (HIGH3 - LOW3) / 2 + (HIGH3 + LOW3) / 2, atol=1e-6
     )
-    np.testing.assert_allclose(da.unsquash(a, cfg3), u, atol=2e-4)
+    np.testing.assert_allclose(tn.unsquash(a, cfg3), u, atol=2e-4)
     # Actions at and beyond the bounds invert to a finite u with the bound's sign.
     edge = jnp.asarray(np.stack([LOW3, HIGH3, LOW3 - 1.0, HIGH3 + 1.0]), jnp.float32)
-    u_edge = da.unsquash(edge, cfg3)
+    u_edge = tn.unsquash(edge, cfg3)
     assert bool(jnp.all(jnp.isfinite(u_edge)))
     np.testing.assert_array_equal(np.sign(u_edge), [[-1] * 3, [1] * 3, [-1] * 3, [1] * 3])
     assert float(jnp.abs(u_edge).min()) > 7.0
-    np.testing.assert_allclose(da.mode_action(jnp.zeros((2, 3)), cfg3), np.broadcast_to((HIGH3 + LOW3) / 2, (2, 3)))
+    np.testing.assert_allclose(tn.mode_action(jnp.zeros((2, 3)), cfg3), np.broadcast_to((HIGH3 + LOW3) / 2, (2, 3)))
+
+
+def _random_float32_boxes(n, a_dim, seed):
+    """`n` asymmetric float32 Boxes: centers from 1e-2 to 1e4 in magnitude, widths from ~1 float32 ulp to 1e3."""
+    from gymnasium import spaces
+
+    rng = np.random.default_rng(seed)
+    boxes = []
+    while len(boxes) < n:
+        center = rng.choice([-1.0, 1.0], a_dim) * 10.0 ** rng.uniform(-2.0, 4.0, a_dim)
+        width = 10.0 ** rng.uniform(-3.0, 3.0, a_dim)
+        low = (center - width * rng.uniform(0.0, 1.0, a_dim)).astype(np.float32)
+        high = np.maximum((low + width).astype(np.float32), np.nextafter(low, np.float32(np.inf)))
+        boxes.append(spaces.Box(low=low, high=high, dtype=np.float32))
+    return boxes
+
+
+def test_sampled_and_mode_actions_lie_inside_random_float32_boxes_exactly():
+    """`box.contains` holds for every sampled and mode action, for 200 random asymmetric float32 Boxes
+    (fixed seed) and pre-squash values up to |u| = 30 and beyond (tanh(u) is +-1 in float32 for |u| > ~9,
+    where `scale * 1 + bias` can round past a bound)."""
+    a_dim = 3
+    boxes = _random_float32_boxes(200, a_dim, seed=0)
+    means = np.array([-30.0, -12.0, -9.0, -3.0, -0.5, 0.0, 0.5, 3.0, 9.0, 12.0, 30.0], np.float32)
+    log_stds = np.array([-20.0, -3.0, 0.0, 2.0], np.float32)
+    grid = np.array([(m, s) for m in means for s in log_stds], np.float32)
+    mean = jnp.asarray(np.repeat(grid[:, :1], a_dim, axis=1))  # [44, A]
+    log_std = jnp.asarray(np.repeat(grid[:, 1:], a_dim, axis=1))
+
+    @jax.jit
+    def actions(cfg, key):
+        k1, k2 = jax.random.split(key)
+        sampled, u = da.sample_action(k1, mean, log_std, cfg)
+        reparameterized, _ = da.sample_action(k2, mean, log_std, cfg, reparameterize=True)
+        via_namespace, _ = tn.sample(k2, (mean, log_std), cfg)
+        modes = (tn.mode_action(mean, cfg), tn.mode((mean, log_std), cfg), da.policy_mode((mean, log_std), cfg))
+        return jnp.stack([sampled, reparameterized, via_namespace, *modes]), u
+
+    max_abs_u, saturated_rows = 0.0, 0
+    for i, box in enumerate(boxes):
+        cfg = da.ActorConfig.from_space(box)
+        out, u = actions(cfg, jax.random.key(i))
+        out = np.asarray(out)
+        assert out.dtype == np.float32
+        for row in out.reshape(-1, a_dim):
+            assert box.contains(row), (i, box.low, box.high, row)
+        max_abs_u = max(max_abs_u, float(jnp.max(jnp.abs(u))))
+        saturated_rows += int(np.sum(np.all(np.abs(np.tanh(np.asarray(u, np.float32))) == 1.0, axis=-1)))
+    # The grid does reach tanh's saturation: |u| up to 30 (and beyond, with std e^2), many rows at exactly +-1.
+    assert max_abs_u >= 30.0 and saturated_rows > 1000, (max_abs_u, saturated_rows)
+    # The check has teeth: the unclipped float32 map `tanh(u) * scale + bias` leaves some of these boxes.
+    outside = 0
+    for box in boxes:
+        cfg = da.ActorConfig.from_space(box)
+        y = np.tanh(np.asarray(mean, np.float32))
+        raw = y * np.asarray(cfg.scale, np.float32) + np.asarray(cfg.bias, np.float32)
+        outside += sum(not box.contains(row.astype(np.float32)) for row in raw)
+    assert outside > 0
 
 
 # ------------------------------------------------------------------- normalization (1-D)
@@ -181,7 +241,7 @@ def _density_fn(mean, std, low, high, corrected=True):
         if corrected:
             return da.log_prob_with_tanh_correction(m, ls, cfg, action=a)
         # No Jacobian: the Gaussian density of u = atanh(...) read as a density of a.
-        u = da.unsquash(a, cfg)
+        u = tn.unsquash(a, cfg)
         return jnp.sum(-0.5 * jnp.square((u - m) / jnp.exp(ls)) - ls - 0.5 * math.log(2 * math.pi))
 
     return lambda a: float(jnp.exp(log_density(a)))
@@ -226,13 +286,13 @@ def test_density_of_action_integrates_to_one_over_the_bounds(mean, std, low, hig
 def test_density_integrates_to_one_including_saturated_policies(mean, std, low, high):
     """int p(a) da with the substitution a = a(s) = tanh(s) * scale + bias, da = scale (1 - tanh(s)^2) ds.
 
-    p(a(s)) comes from the library's `pre_tanh=s` path (exact where float32 `tanh` saturates);
+    p(a(s)) comes from the library's `raw_sample=s` path (exact where float32 `tanh` saturates);
     the Jacobian of the substitution is numpy float64. The float64 tests run the `action=` path
     on these same cases.
     """
     cfg = da.ActorConfig.create(low=low, high=high, action_dim=1)
     m, ls = jnp.full((1,), mean, jnp.float32), jnp.full((1,), math.log(std), jnp.float32)
-    log_p = jax.jit(lambda s: da.log_prob_with_tanh_correction(m, ls, cfg, pre_tanh=jnp.reshape(s, (1,))))
+    log_p = jax.jit(lambda s: da.log_prob_with_tanh_correction(m, ls, cfg, raw_sample=jnp.reshape(s, (1,))))
     scale = (high - low) / 2
 
     def integrand(s):
@@ -295,7 +355,7 @@ def test_entropy_estimate_agrees_with_quadrature_within_4_standard_errors(mean, 
     m = jnp.full((k, 1), mean, jnp.float32)
     ls = jnp.full((k, 1), math.log(std), jnp.float32)
     _, u = da.sample_action(jax.random.key(3), m, ls, cfg)
-    per_sample = np.asarray(da.entropy_estimate(m, ls, cfg, pre_tanh=u), np.float64)  # [K] one-sample estimates
+    per_sample = np.asarray(da.entropy_estimate(m, ls, cfg, raw_sample=u), np.float64)  # [K] one-sample estimates
     estimate, se = per_sample.mean(), per_sample.std(ddof=1) / math.sqrt(k)
     truth = _quad_entropy(mean, std, low, high)
     # A floor of 1e-5 on the SE: at std -> 0 the estimator's variance vanishes and float32 rounding remains.
@@ -322,7 +382,7 @@ def test_entropy_is_sum_over_independent_dims_and_gaussian_part_is_exact(cfg3):
     )
     assert abs(float(est) - truth) < 0.05, (float(est), truth)
     np.testing.assert_allclose(
-        da.gaussian_entropy(log_std), np.sum(0.5 * np.log(2 * np.pi * np.e) + np.asarray(log_std)), rtol=1e-6
+        tn.gaussian_entropy(log_std), np.sum(0.5 * np.log(2 * np.pi * np.e) + np.asarray(log_std)), rtol=1e-6
     )
 
 
@@ -346,8 +406,8 @@ def test_finite_log_prob_entropy_and_grads_at_extremes(in_dtype):
 
     def total(mean, log_std, action, u):
         lp_a = da.log_prob_with_tanh_correction(mean, log_std, cfg, action=action)
-        lp_u = da.log_prob_with_tanh_correction(mean, log_std, cfg, pre_tanh=u)
-        ent = da.entropy_estimate(mean, log_std, cfg, pre_tanh=u)
+        lp_u = da.log_prob_with_tanh_correction(mean, log_std, cfg, raw_sample=u)
+        ent = da.entropy_estimate(mean, log_std, cfg, raw_sample=u)
         return jnp.sum(lp_a + lp_u + ent), (lp_a, lp_u, ent)
 
     _, u = da.sample_action(jax.random.key(0), mean, log_std, cfg)
@@ -371,7 +431,7 @@ def test_action_exactly_at_bound_has_finite_log_prob_where_distrax_gives_nan():
     a = jnp.array([[3.0]])
     ours = da.log_prob_with_tanh_correction(mean, log_std, cfg, action=a)
     assert bool(jnp.isfinite(ours).all())
-    assert not bool(jnp.isfinite(da.as_distrax(mean, log_std, cfg).log_prob(a)).all())
+    assert not bool(jnp.isfinite(tn.as_distrax(mean, log_std, cfg).log_prob(a)).all())
     # It equals the density at the clipped point, u = atanh(1 - epsneg).
     u = np.arctanh(np.float64(1.0 - np.finfo(np.float32).epsneg))
     np.testing.assert_allclose(ours, _np_log_prob_u(np.array([u]), 5.0, 1.0, 2.5), rtol=1e-4)
@@ -380,12 +440,12 @@ def test_action_exactly_at_bound_has_finite_log_prob_where_distrax_gives_nan():
 # ---------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("path", ["pre_tanh", "action"])
+@pytest.mark.parametrize("path", ["raw_sample", "action"])
 def test_check_grads_of_log_prob_wrt_mean_and_log_std(path, cfg3):
     mean = jnp.array([[0.3, -0.5, 1.0], [0.0, 1.5, -1.0]])
     log_std = jnp.array([[-0.2, 0.1, -0.5], [0.4, -0.5, 0.0]])
     action, u = da.sample_action(jax.random.key(7), mean + 0.1, log_std, cfg3)
-    given = {"pre_tanh": u, "action": action}[path]
+    given = {"raw_sample": u, "action": action}[path]
 
     def f(m, s):
         return da.log_prob_with_tanh_correction(m, s, cfg3, **{path: given})
@@ -398,7 +458,7 @@ def test_log_prob_gradient_matches_closed_form_score(cfg3):
     mean = jnp.array([0.3, -0.5, 1.0])
     log_std = jnp.array([-0.2, 0.1, -0.5])
     u = jnp.array([0.9, -2.0, 4.0])
-    gm, gs = jax.grad(lambda m, s: da.log_prob_with_tanh_correction(m, s, cfg3, pre_tanh=u), argnums=(0, 1))(
+    gm, gs = jax.grad(lambda m, s: da.log_prob_with_tanh_correction(m, s, cfg3, raw_sample=u), argnums=(0, 1))(
         mean, log_std
     )
     m, s, u64 = (np.asarray(x, np.float64) for x in (mean, log_std, u))
@@ -452,7 +512,7 @@ def test_reparameterized_sample_gradient_matches_finite_differences(cfg3):
         np.testing.assert_allclose(gs[0, i], (f(m0, s0 + e) - f(m0, s0 - e)) / (2 * h), rtol=1e-4, atol=1e-5)
 
 
-def test_samples_have_gaussian_pre_tanh_moments(cfg3):
+def test_samples_have_gaussian_raw_sample_moments(cfg3):
     mean = jnp.broadcast_to(jnp.array([0.3, -2.0, 1.0]), (20000, 3))
     log_std = jnp.broadcast_to(jnp.array([-1.0, 0.5, 0.0]), (20000, 3))
     a, u = da.sample_action(jax.random.key(10), mean, log_std, cfg3)
@@ -483,9 +543,9 @@ class VariantsTest(chex.TestCase):
         a, u = self.variant(da.sample_action, static_argnames=("reparameterize",))(
             key, self.mean, self.log_std, self.cfg
         )
-        eps = da.standard_normal(key, self.mean.shape)
+        eps = standard_normal(key, self.mean.shape)
         np.testing.assert_allclose(u, self.mean + jnp.exp(self.log_std) * eps, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(a, da.squash(u, self.cfg), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(a, tn.squash(u, self.cfg), rtol=1e-6, atol=1e-6)
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_log_prob_with_tanh_correction(self):
@@ -493,7 +553,7 @@ class VariantsTest(chex.TestCase):
         lp = self.variant(lambda m, s, c, x: da.log_prob_with_tanh_correction(m, s, c, action=x))(
             self.mean, self.log_std, self.cfg, a
         )
-        lp_u = self.variant(lambda m, s, c, x: da.log_prob_with_tanh_correction(m, s, c, pre_tanh=x))(
+        lp_u = self.variant(lambda m, s, c, x: da.log_prob_with_tanh_correction(m, s, c, raw_sample=x))(
             self.mean, self.log_std, self.cfg, u
         )
         np.testing.assert_allclose(lp, _np_log_prob(a, self.mean, self.log_std, LOW3, HIGH3), rtol=1e-4, atol=1e-4)
@@ -502,7 +562,7 @@ class VariantsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_entropy_estimate(self):
         _, u = da.sample_action(jax.random.key(13), self.mean, self.log_std, self.cfg)
-        ent = self.variant(lambda m, s, c, x: da.entropy_estimate(m, s, c, pre_tanh=x))(
+        ent = self.variant(lambda m, s, c, x: da.entropy_estimate(m, s, c, raw_sample=x))(
             self.mean, self.log_std, self.cfg, u
         )
         # One-sample estimate: Gaussian entropy + log|da/du| at u (numpy float64).
@@ -523,14 +583,14 @@ def test_per_sample_function_vmapped_over_time_and_batch_equals_batched_call(cfg
     mean = jax.random.normal(k1, (t, b, 3))
     log_std = jax.random.uniform(k2, (t, b, 3), minval=-1.0, maxval=0.5)
     _, u = da.sample_action(k3, mean, log_std, cfg3)
-    action = da.squash(u, cfg3)
+    action = tn.squash(u, cfg3)
 
     def one(m, s, x, a):  # [A] -> scalars
         return (
-            da.log_prob_with_tanh_correction(m, s, cfg3, pre_tanh=x),
+            da.log_prob_with_tanh_correction(m, s, cfg3, raw_sample=x),
             da.log_prob_with_tanh_correction(m, s, cfg3, action=a),
-            da.entropy_estimate(m, s, cfg3, pre_tanh=x),
-            da.mode_action(m, cfg3),
+            da.entropy_estimate(m, s, cfg3, raw_sample=x),
+            tn.mode_action(m, cfg3),
         )
 
     vmapped = jax.vmap(jax.vmap(one))(mean, log_std, u, action)
@@ -541,7 +601,7 @@ def test_per_sample_function_vmapped_over_time_and_batch_equals_batched_call(cfg
     # Sampling: vmapping over split keys draws per-element normals with those keys.
     keys = jax.random.split(jax.random.key(15), t * b).reshape(t, b)
     _, u_v = jax.vmap(jax.vmap(lambda k, m, s: da.sample_action(k, m, s, cfg3)))(keys, mean, log_std)
-    eps = jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (3,))))(keys)
+    eps = jax.vmap(jax.vmap(lambda k: standard_normal(k, (3,))))(keys)
     np.testing.assert_allclose(u_v, mean + jnp.exp(log_std) * eps, rtol=1e-6, atol=1e-6)
 
 
@@ -554,8 +614,8 @@ def test_composes_under_grad_vmap_and_scan(cfg3):
             m = carry + params["drift"][None]
             s = jnp.broadcast_to(params["log_std"], m.shape)
             _, u = da.sample_action(k, m, s, cfg3)
-            lp = da.log_prob_with_tanh_correction(m, s, cfg3, pre_tanh=u)
-            ent = da.entropy_estimate(m, s, cfg3, pre_tanh=u)
+            lp = da.log_prob_with_tanh_correction(m, s, cfg3, raw_sample=u)
+            ent = da.entropy_estimate(m, s, cfg3, raw_sample=u)
             return m, (lp, ent)
 
         _, (lp, ent) = jax.lax.scan(step, mean0, jax.random.split(key, t))
@@ -579,35 +639,45 @@ def test_composes_under_grad_vmap_and_scan(cfg3):
 
 def test_bad_inputs_raise_clear_errors(cfg3):
     m, s = jnp.zeros((2, 3)), jnp.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"`mean` must have shape \[\.\.\., 3\]"):
-        da.log_prob_with_tanh_correction(jnp.zeros((2, 4)), s, cfg3, pre_tanh=m)
-    with pytest.raises(ValueError, match=r"`log_std` must have shape"):
+    with pytest.raises(ValueError, match=r"log_prob_with_tanh_correction: `mean` must have shape \[\.\.\., 3\]"):
+        da.log_prob_with_tanh_correction(jnp.zeros((2, 4)), s, cfg3, raw_sample=m)
+    with pytest.raises(ValueError, match=r"sample_action: `log_std` must have shape \(2, 3\) \(that of `mean`\)"):
         da.sample_action(jax.random.key(0), m, jnp.zeros((2, 2)), cfg3)
-    with pytest.raises(ValueError, match=r"`mean` .* and `log_std` .* must have the same shape"):
+    with pytest.raises(
+        ValueError, match=r"entropy_estimate: `log_std` must have shape \(2, 3\) \(that of `mean`\), got \(3, 3\)"
+    ):
         da.entropy_estimate(m, jnp.zeros((3, 3)), cfg3, key=jax.random.key(0))
-    with pytest.raises(ValueError, match=r"`pre_tanh` must have the shape of `mean`"):
-        da.log_prob_with_tanh_correction(m, s, cfg3, pre_tanh=jnp.zeros((3,)))
-    with pytest.raises(ValueError, match=r"`action` must have the shape of `mean`"):
+    with pytest.raises(
+        ValueError, match=r"`raw_sample` must have shape \(2, 3\) \(\[\*batch, action_dim\]\), got \(3,\)"
+    ):
+        da.log_prob_with_tanh_correction(m, s, cfg3, raw_sample=jnp.zeros((3,)))
+    with pytest.raises(
+        ValueError, match=r"`action` must have shape \(2, 3\) \(\[\*batch, action_dim\]\), got \(1, 2, 3\)"
+    ):
         da.log_prob_with_tanh_correction(m, s, cfg3, action=jnp.zeros((1, 2, 3)))
-    with pytest.raises(ValueError, match=r"exactly one of `pre_tanh` or `action`"):
+    with pytest.raises(ValueError, match=r"exactly one of `raw_sample` or `action`"):
         da.log_prob_with_tanh_correction(m, s, cfg3)
-    with pytest.raises(ValueError, match=r"exactly one of `pre_tanh` or `action`"):
-        da.log_prob_with_tanh_correction(m, s, cfg3, pre_tanh=m, action=m)
-    with pytest.raises(ValueError, match=r"exactly one of `pre_tanh` or `key`"):
+    with pytest.raises(ValueError, match=r"exactly one of `raw_sample` or `action`"):
+        da.log_prob_with_tanh_correction(m, s, cfg3, raw_sample=m, action=m)
+    with pytest.raises(ValueError, match=r"exactly one of `raw_sample` or `key`"):
         da.entropy_estimate(m, s, cfg3)
     with pytest.raises(ValueError, match=r"`num_samples` must be a positive int"):
         da.entropy_estimate(m, s, cfg3, key=jax.random.key(0), num_samples=0)
-    with pytest.raises(ValueError, match=r"`pre_tanh` must be \[\.\.\., A\] or \[K, \.\.\., A\]"):
-        da.entropy_estimate(m, s, cfg3, pre_tanh=jnp.zeros((4, 5, 3)))
+    with pytest.raises(ValueError, match=r"`raw_sample` must be \[\.\.\., A\] or \[K, \.\.\., A\]"):
+        da.entropy_estimate(m, s, cfg3, raw_sample=jnp.zeros((4, 5, 3)))
     with pytest.raises(ValueError, match=r"`mean` must be floating point"):
         da.sample_action(jax.random.key(0), jnp.zeros((2, 3), jnp.int32), s, cfg3)
     with pytest.raises(ValueError, match=r"`log_std` must be floating point"):
-        da.log_prob_with_tanh_correction(m, jnp.zeros((2, 3), jnp.int32), cfg3, pre_tanh=m)
-    with pytest.raises(ValueError, match=r"floating-point"):
+        da.log_prob_with_tanh_correction(m, jnp.zeros((2, 3), jnp.int32), cfg3, raw_sample=m)
+    with pytest.raises(ValueError, match=r"`action` must be floating point"):
         da.log_prob_with_tanh_correction(m, s, cfg3, action=jnp.zeros((2, 3), jnp.int32))
+    with pytest.raises(ValueError, match=r"mode_action: `mean` must have shape \[\.\.\., 3\]"):
+        tn.mode_action(jnp.zeros((2, 4)), cfg3)
+    with pytest.raises(ValueError, match=r"as_distrax: `log_std` must have shape \(2, 3\) \(that of `mean`\)"):
+        tn.as_distrax(m, jnp.zeros((2, 2)), cfg3)
     with pytest.raises(TypeError, match=r"`config` must be an ActorConfig"):
         da.sample_action(jax.random.key(0), m, s, {"scale": 1.0})
-    with pytest.raises(ValueError, match=r"needs a tanh_normal config"):
+    with pytest.raises(ValueError, match=r"needs a 'tanh_normal' config, got distribution='bounded_normal'"):
         da.log_prob_with_tanh_correction(
-            m, s, da.ActorConfig.create(low=LOW3, high=HIGH3, distribution="bounded_normal"), pre_tanh=m
+            m, s, da.ActorConfig.create(low=LOW3, high=HIGH3, distribution="bounded_normal"), raw_sample=m
         )

@@ -6,10 +6,18 @@ from typing import Any
 
 import jax
 
-from dreamer_actor._src import policy
+from dreamer_actor._src import policy, validation
 from dreamer_actor._src.distributions import tanh_normal
 
 _NAME = "tanh_normal"
+
+
+def _mean_log_std(mean: Any, log_std: Any, config: Any, fn: str) -> tuple[jax.Array, jax.Array]:
+    """Checks the seed functions' own arguments, so errors name `mean` / `log_std` (not `dist.mean`)."""
+    validation.config(config, fn, _NAME)
+    mean = validation.last_dim(mean, "mean", config.action_dim, fn)
+    log_std = validation.floating(log_std, "log_std", fn, mean.shape, f"{mean.shape} (that of `mean`)")
+    return mean, log_std
 
 
 def sample_action(
@@ -40,6 +48,7 @@ def sample_action(
       >>> bool(jnp.all((a >= -2.0) & (a <= 3.0)))
       True
     """
+    mean, log_std = _mean_log_std(mean, log_std, config, "sample_action")
     return policy.policy_sample(
         key, (mean, log_std), config, reparameterize=reparameterize, _fn="sample_action", _family=_NAME
     )
@@ -82,6 +91,7 @@ def log_prob_with_tanh_correction(
       >>> round(float(lp), 4)  # log N(0; 0, 1) - log(1 - tanh(0)^2) = -0.9189
       -0.9189
     """
+    mean, log_std = _mean_log_std(mean, log_std, config, "log_prob_with_tanh_correction")
     return policy.policy_log_prob(
         (mean, log_std),
         config,
@@ -123,6 +133,7 @@ def entropy_estimate(
     Returns:
       `[...]` entropy estimates in nats.
     """
+    mean, log_std = _mean_log_std(mean, log_std, config, "entropy_estimate")
     return policy.policy_entropy(
         (mean, log_std),
         config,
@@ -140,6 +151,8 @@ def mode_action(mean: jax.Array, config: Any) -> jax.Array:
     The squashed Gaussian's median per dimension, the conventional deterministic
     tanh-Gaussian action (the density's mode differs slightly for wide stds).
     """
+    validation.config(config, "mode_action", _NAME)
+    mean = validation.last_dim(mean, "mean", config.action_dim, "mode_action")
     return policy.policy_mode((mean, jax.numpy.zeros_like(mean)), config, _fn="mode_action", _family=_NAME)
 
 
@@ -150,5 +163,6 @@ def as_distrax(mean: jax.Array, log_std: jax.Array, config: Any):
     interior points; at the bounds its `log_prob` is NaN/-inf (it inverts `tanh` exactly):
     prefer `log_prob_with_tanh_correction` for stored actions.
     """
+    mean, log_std = _mean_log_std(mean, log_std, config, "as_distrax")
     _, dist = policy._dist((mean, log_std), config, "as_distrax", _NAME)
     return tanh_normal.as_distrax(dist, config)
