@@ -120,6 +120,13 @@ class TrainConfig:
       actor_layers, actor_units: actor trunk.
       critic_units: critic hidden layers.
       updates_per_call: updates scanned inside one jitted call (less Python overhead).
+      return_debias: `ReturnNormalizer(debias=...)`. The library's default, False, is official
+        DreamerV3's plain EMA (it starts at 0, so the first updates divide the advantage by the
+        minimum scale 1, not by the returns' spread of ~100 here); this example defaults to True
+        (divide by the EMA of 1), measured faster here: after 60 updates of 256 starts (seed 0,
+        10 real episodes) dynamics reaches -580 +- 391 with True and -937 +- 231 with False.
+        The unnormalized early gradients are ~100x larger, and Adam's second-moment estimate
+        keeps their memory for ~1000 steps.
     """
 
     estimator: str = "dynamics"
@@ -138,6 +145,7 @@ class TrainConfig:
     actor_units: int = 64
     critic_units: tuple[int, ...] = (128, 128)
     updates_per_call: int = 10
+    return_debias: bool = True
 
     def __post_init__(self):
         def fail(name: str, expected: str) -> None:
@@ -221,7 +229,7 @@ def init_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
         slow_critic_params=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation)
         actor_opt=_optimizer(config.actor_lr, config.grad_clip).init(actor_params),
         critic_opt=_optimizer(config.critic_lr, config.grad_clip).init(critic_params),
-        normalizer=da.ReturnNormalizer().init(),
+        normalizer=da.ReturnNormalizer(debias=config.return_debias).init(),
         starts=pendulum.reset_states(start_key, config.starts),
         ages=jax.random.randint(age_key, (config.starts,), 0, pendulum.EPISODE_STEPS, jnp.int32),
         key=key,
@@ -285,7 +293,7 @@ def _values(critic_params: Any, config: TrainConfig, obs: jax.Array) -> jax.Arra
 def train_step(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict[str, jax.Array]]:
     """One imagination update of actor and critic (pure; jit it via `make_train_step`)."""
     actor_config = config.actor_config()
-    normalizer = da.ReturnNormalizer()
+    normalizer = da.ReturnNormalizer(debias=config.return_debias)
     key, reset_key, imagine_key = jax.random.split(state.key, 3)
 
     # Starts: finished episodes (or all of them in "reset" mode) restart from the reset distribution.
