@@ -58,6 +58,9 @@ def test_actions_in_bounds_and_everything_finite(low, width, mean, log_std, seed
     low32, high32 = low.astype(np.float32), high.astype(np.float32)
     low32 = np.where(low32 < low, np.nextafter(low32, np.float32(np.inf)), low32)
     high32 = np.where(high32 > high, np.nextafter(high32, np.float32(-np.inf)), high32)
+    tiny = np.finfo(np.float32).tiny
+    low32 = np.where((low32 > 0) & (low32 < tiny), tiny, low32).astype(np.float32)
+    high32 = np.where((high32 < 0) & (high32 > -tiny), -tiny, high32).astype(np.float32)
     if not np.all(low32 < high32):
         # A range holding fewer than two float32 values cannot keep float32 actions inside it with a
         # non-degenerate policy: 1.0 rejects it, naming the reason (width 1e-3 at |low| >~ 8e3).
@@ -72,15 +75,10 @@ def test_actions_in_bounds_and_everything_finite(low, width, mean, log_std, seed
     (action, lp_u, lp_a, ent), (g_mean, g_log_std) = _everything(config, mean, log_std, jax.random.key(seed))
     lo, hi = jnp.broadcast_to(config.low, action.shape), jnp.broadcast_to(config.high, action.shape)
     assert bool(jnp.all((action >= lo) & (action <= hi))), (action, config.low, config.high)
-    # ... and inside the bounds as given, in float64: the float32 leaves are rounded inwards. Known library
-    # bug (config.py, reported): a bound that rounds to a float32 subnormal (|x| < 1.2e-38, e.g. low = 1e-40)
-    # is flushed to 0 by XLA, so a positive subnormal `low` (negative subnormal `high`) is not honoured; such
-    # bounds are left out of this stricter check until `_inward_float32` rounds them to +-tiny.
-    tiny = np.finfo(np.float32).tiny
-    flushed = np.any((low32 > 0) & (low32 < tiny)) or np.any((high32 < 0) & (high32 > -tiny))
-    if not flushed:
-        action64 = np.asarray(action, np.float64)
-        assert np.all((action64 >= low) & (action64 <= high)), (action, low, high)
+    # ... and inside the bounds as given, in float64: the float32 leaves are rounded inwards (a subnormal
+    # positive `low` / negative `high` to +-tiny, since XLA flushes subnormals to 0).
+    action64 = np.asarray(action, np.float64)
+    assert np.all((action64 >= low) & (action64 <= high)), (action, low, high)
     for name, x in (("lp_u", lp_u), ("lp_a", lp_a), ("entropy", ent), ("g_mean", g_mean), ("g_log_std", g_log_std)):
         assert bool(jnp.all(jnp.isfinite(x))), (name, x)
 
@@ -91,3 +89,21 @@ def test_new_bounds_do_not_retrace_the_function_under_test():
         _everything(da.ActorConfig.create(low=low, high=high), z, z, jax.random.key(0))
     # One trace in this process, whether or not the property ran before (file order) in it.
     assert len(TRACES) == 1
+
+
+def test_subnormal_bounds_are_kept_inside_although_xla_flushes_subnormals():
+    """`low = 1e-40` (a float32 subnormal) would be flushed to 0 by XLA, outside the Box: it is rounded to tiny."""
+    import gymnasium
+
+    tiny = np.finfo(np.float32).tiny
+    for low, high in ((1e-40, 1.0), (-1.0, -1e-40)):
+        box = gymnasium.spaces.Box(low=np.float32(low), high=np.float32(high), shape=(1,))
+        config = da.ActorConfig.from_space(box)
+        assert float(config.low[0]) == (tiny if low > 0 else -1.0) and float(config.high[0]) == (
+            -tiny if high < 0 else 1.0
+        )
+        for mean in (-30.0, 0.0, 30.0):
+            m = jnp.full((64, 1), mean)
+            action, _ = da.sample_action(jax.random.key(0), m, jnp.zeros_like(m), config)
+            mode = da.tanh_normal.mode_action(m, config)
+            assert all(box.contains(np.asarray(a)) for a in (*action, *mode)), (low, high, mean)

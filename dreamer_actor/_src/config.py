@@ -57,6 +57,10 @@ def _inward_float32(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.n
     low32, high32 = low.astype(np.float32), high.astype(np.float32)
     low32 = np.where(low32.astype(np.float64) < low, np.nextafter(low32, np.float32(np.inf)), low32)
     high32 = np.where(high32.astype(np.float64) > high, np.nextafter(high32, np.float32(-np.inf)), high32)
+    # XLA on CPU flushes subnormals to 0, which is outside for a positive `low` or a negative
+    # `high`: round those to the smallest normal float32, still inwards.
+    low32 = np.where((low32 > 0) & (low32 < _F32.tiny), _F32.tiny, low32).astype(np.float32)
+    high32 = np.where((high32 < 0) & (high32 > -_F32.tiny), -_F32.tiny, high32).astype(np.float32)
     return low32, high32
 
 
