@@ -42,6 +42,14 @@ The old checkpoint stays whole until the new one is in place: it is renamed to
 one deleted. If the process dies between the two renames, the old checkpoint is still
 whole under that name (and `restore_checkpoint` of `directory` says so).
 
+**Several processes.** In a multi-process run (`jax.distributed`, `jax.process_count() > 1`)
+every process calls `save_checkpoint` with the same arguments and its globally sharded
+arrays; orbax writes each array once, and process 0 alone checks the target, creates the
+staging folder, writes the manifest and renames (same rules as above). The steps are
+separated by collectives, so an error on any process is raised on all of them
+(`_save_multiprocess`). All processes must see the same filesystem. Any single process can
+restore the result.
+
 **Checked.** `restore_checkpoint` verifies every file against the manifest (a deleted,
 truncated or corrupted file is an error naming it) and compares the stored config (all
 static fields and the bounds) and array shapes with what you expect (`config`,
@@ -62,6 +70,7 @@ import shutil
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -387,8 +396,8 @@ def _remove_tree(path: pathlib.Path, attempts: int = 6) -> None:
         time.sleep(0.05 * 2**attempt)
 
 
-def _write_staged(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Path) -> None:
-    """Writes the orbax items, then the manifest, to `staged`; storage errors name `path`."""
+def _write_items(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Path) -> None:
+    """Writes the orbax items to `staged` (several processes: each its own shards); errors name `path`."""
     import orbax.checkpoint as ocp
 
     try:
@@ -396,10 +405,20 @@ def _write_staged(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Pat
             checkpointer.save(staged, args=ocp.args.Composite(**items))
     except Exception as error:  # orbax/tensorstore raise ValueError, OSError, RuntimeError, ...
         raise _storage_error(path, "write the checkpoint", error) from error
+
+
+def _write_final_manifest(staged: pathlib.Path, path: pathlib.Path) -> None:
+    """Writes the manifest of the finished `staged` checkpoint; storage errors name `path`."""
     try:
         _write_manifest(staged)
     except OSError as error:
         raise _storage_error(path, "write the manifest of", error) from error
+
+
+def _write_staged(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Path) -> None:
+    """Writes the orbax items, then the manifest, to `staged`; storage errors name `path`."""
+    _write_items(staged, items, path)
+    _write_final_manifest(staged, path)
 
 
 # Linux renameat2(2); glibc >= 2.28 exports it.
@@ -515,6 +534,10 @@ def save_checkpoint(
       overwrite: replace an existing checkpoint at `directory`. Only a directory written by
         `save_checkpoint` (its manifest, and nothing the manifest does not list) is replaced.
 
+    In a multi-process run every process must call it, with the same arguments (see the
+    module docstring); an error on one process is raised on all, and it returns once the
+    checkpoint is in place.
+
     Returns:
       The absolute path of the checkpoint.
 
@@ -529,6 +552,35 @@ def save_checkpoint(
       OSError: writing failed (disk full, permissions, ...), naming `directory` and the
         cause; the staging folder is removed.
     """
+    fn = "save_checkpoint"
+    arguments = (directory, params, config, opt_state, normalizer_state, step, extra)
+    if jax.process_count() > 1:
+        return _save_multiprocess(arguments, overwrite)
+    path, items, _ = _prepare(*arguments)
+    _check_target(directory, path, overwrite, fn)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    os.mkdir(stage)  # ours alone: everything temporary, orbax's tmp folder included, lies inside
+    try:
+        _write_staged(stage / _STAGED, items, path)
+        _commit(stage / _STAGED, path, overwrite)
+    except BaseException:
+        _remove_tree(stage)
+        raise
+    os.rmdir(stage)
+    return path
+
+
+def _prepare(
+    directory: str | os.PathLike,
+    params: Any,
+    config: ActorConfig,
+    opt_state: Any,
+    normalizer_state: Any,
+    step: int,
+    extra: Any,
+) -> tuple[pathlib.Path, dict[str, Any], dict[str, Any]]:
+    """Checks the arguments of `save_checkpoint`; returns the absolute path, the orbax items and the metadata."""
     import orbax.checkpoint as ocp  # imported lazily: `import dreamer_actor` stays light
 
     fn = "save_checkpoint"
@@ -542,22 +594,111 @@ def save_checkpoint(
         raise TypeError(f"{fn}: `step` must be an int, got {step!r}.")
     metadata = _metadata(config, param_specs, step, opt_state, normalizer_state, extra)
     path = pathlib.Path(directory).absolute()
-    _check_target(directory, path, overwrite, fn)
-
     items = {"params": ocp.args.StandardSave(params), "metadata": ocp.args.JsonSave(metadata)}
     for name, state in zip(_STATES, (opt_state, normalizer_state), strict=True):
         if state is not None:
             items[name] = ocp.args.StandardSave(state)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    os.mkdir(stage)  # ours alone: everything temporary, orbax's tmp folder included, lies inside
+    return path, items, metadata
+
+
+# ----------------------------------------------------------------------------- saving from several processes
+
+# Errors another process can learn of through `_agree`: their index + 1 is sent, 0 means none.
+_ERROR_TYPES: tuple[type[Exception], ...] = (FileExistsError, FileNotFoundError, ValueError, TypeError, OSError)
+_TOKEN_BYTES = 12  # the staging folder's random suffix, chosen by process 0
+
+
+def _error_code(error: BaseException | None) -> int:
+    """0 for no error, else 1 + the index of the first `_ERROR_TYPES` entry it is an instance of (or one more)."""
+    if error is None:
+        return 0
+    return next((i + 1 for i, cls in enumerate(_ERROR_TYPES) if isinstance(error, cls)), len(_ERROR_TYPES) + 1)
+
+
+def _agree(error: Exception | None, what: str, *, digest: int = 0, token: bytes = b"") -> bytes:
+    """One step of a multi-process save: every process calls it at the same point, and all fail if any did.
+
+    A `process_allgather` (a collective over all devices, so also a barrier) collects from
+    each process whether it failed, a `digest` of its arguments (which must agree) and
+    process 0's `token`. A failed process re-raises its own error; the others raise an error
+    of the same type (`RuntimeError` for other types) naming the failed processes. Returns
+    process 0's `token`.
+    """
+    from jax.experimental import multihost_utils
+
+    row = np.zeros(2 + _TOKEN_BYTES, np.uint32)
+    row[0] = _error_code(error)
+    row[1] = digest
+    row[2 : 2 + len(token)] = np.frombuffer(token, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(row))  # [process_count, 2 + _TOKEN_BYTES]
+    if error is not None:
+        raise error
+    failed = [int(i) for i in np.flatnonzero(rows[:, 0])]
+    if failed:
+        code = int(rows[failed[0], 0])
+        cls = _ERROR_TYPES[code - 1] if code <= len(_ERROR_TYPES) else RuntimeError
+        raise cls(
+            f"save_checkpoint: process {', '.join(map(str, failed))} of {len(rows)} failed to {what} (see the error "
+            "there); the checkpoint was not saved."
+        )
+    if len(set(rows[:, 1].tolist())) > 1:
+        raise ValueError(
+            "save_checkpoint: the processes of this multi-process run passed different arguments (directory, "
+            f"config, array shapes, step or extra; digests {rows[:, 1].tolist()}); every process must save the same "
+            "checkpoint. Nothing was written."
+        )
+    return bytes(rows[0, 2:].astype(np.uint8)).rstrip(b"\0")
+
+
+def _save_multiprocess(arguments: tuple, overwrite: bool) -> pathlib.Path:
+    """`save_checkpoint` called by every process of a multi-process run (`jax.process_count() > 1`).
+
+    Every process checks the arguments and passes its shards to orbax's save, which
+    writes each array once (every shard by the process that holds its first replica).
+    Process 0 alone does the filesystem work that must happen once: checking the target,
+    creating the staging folder, writing the manifest and the final no-replace rename
+    (`_commit`, with the overwrite rules of the single-process save). The steps are
+    separated by `_agree`, so an error on any process is raised on all of them (nothing is
+    committed, process 0 removes the staging folder) instead of leaving the others waiting.
+    Needs a filesystem shared by all processes.
+    """
+    fn = "save_checkpoint"
+    directory = arguments[0]
+    primary = jax.process_index() == 0
+    stage: pathlib.Path | None = None
+    error: Exception | None = None
     try:
-        _write_staged(stage / _STAGED, items, path)
-        _commit(stage / _STAGED, path, overwrite)
+        digest, token = 0, b""
+        try:
+            path, items, metadata = _prepare(*arguments)
+            digest = zlib.crc32(json.dumps([str(path), overwrite, metadata], sort_keys=True).encode())
+            if primary:
+                _check_target(directory, path, overwrite, fn)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                token = uuid.uuid4().hex[:_TOKEN_BYTES].encode()
+                stage = path.parent / f".{path.name}.tmp-{token.decode()}"
+                os.mkdir(stage)
+        except Exception as caught:
+            error = caught
+        token = _agree(error, "check the arguments and the target", digest=digest, token=token)
+        stage = path.parent / f".{path.name}.tmp-{token.decode()}"
+        try:
+            _write_items(stage / _STAGED, items, path)
+        except Exception as caught:
+            error = caught
+        _agree(error, "write its part of the checkpoint")
+        if primary:
+            try:
+                _write_final_manifest(stage / _STAGED, path)
+                _commit(stage / _STAGED, path, overwrite)
+                os.rmdir(stage)
+            except Exception as caught:
+                error = caught
+        _agree(error, "commit the checkpoint")
     except BaseException:
-        _remove_tree(stage)
+        if primary and stage is not None:
+            _remove_tree(stage)
         raise
-    os.rmdir(stage)
     return path
 
 
