@@ -19,6 +19,7 @@ import optax
 import pytest
 
 import dreamer_actor as da
+from dreamer_actor._src.noise import standard_normal
 
 # Tolerances of sharded vs one-device results (float32; only the order of the sums over the
 # batch differs): the loss to 1e-6 relative; each gradient entry to 1e-5 of its leaf's largest
@@ -34,6 +35,7 @@ _SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import dreamer_actor as da
+    from dreamer_actor._src.noise import standard_normal
 
     loss_rtol, grad_tol = (float(x) for x in sys.argv[1:3])
 
@@ -53,7 +55,7 @@ _SCRIPT = textwrap.dedent(
     params = da.Actor.from_config(config).init(jax.random.key(1), hidden, stoch)
     optimizer = optax.adam(1e-3)
     opt_state = optimizer.init(params)
-    loss_fn = da.make_actor_loss_fn(config, entropy_coef=3e-3)
+    loss_fn = da.train.make_actor_loss_fn(config, entropy_coef=3e-3)
     step = da.make_actor_train_step(config, optimizer, entropy_coef=3e-3)
 
     mesh = Mesh(np.array(jax.devices()), ("batch",))
@@ -68,14 +70,14 @@ _SCRIPT = textwrap.dedent(
 
     # 1. Per-example noise does not depend on the sharding (bit-identical).
     A = config.action_dim
-    noise = lambda key: jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (A,))))(da.example_keys(key, (T, B)))
+    noise = lambda key: jax.vmap(jax.vmap(lambda k: standard_normal(k, (A,))))(da.train.example_keys(key, (T, B)))
     eps1 = jax.jit(noise, out_shardings=one)(key)
     eps8 = jax.jit(noise, out_shardings=NamedSharding(mesh, P(None, "batch", None)))(key)
     assert len(eps8.sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(eps8), np.asarray(eps1))
 
     # 2. The actor's outputs on the sharded batch: sharded along B, equal to one device.
-    act = jax.jit(lambda p, h, z, key: da.act_per_example(p, config, h, z, da.example_keys(key, (T, B))))
+    act = jax.jit(lambda p, h, z, key: da.train.act_per_example(p, config, h, z, da.train.example_keys(key, (T, B))))
     out1, out8 = act(params1, *batch1[:2], key), act(params8, *batch8[:2], key)
     assert out8.log_prob.sharding.is_equivalent_to(data, 2), out8.log_prob.sharding
     assert out8.action.sharding.is_equivalent_to(NamedSharding(mesh, P(None, "batch", None)), 3)
@@ -201,8 +203,8 @@ def test_step_is_act_per_example_then_actor_loss_then_adam(distribution):
     new_params, new_state, metrics = step(params, optimizer.init(params), hidden, stoch, advantage, key, weights)
 
     # Example (t, b) uses exactly keys[t, b]: compare with `act` on that single example.
-    keys = da.example_keys(key, (T, B))
-    out = da.act_per_example(params, config, hidden, stoch, keys)
+    keys = da.train.example_keys(key, (T, B))
+    out = da.train.act_per_example(params, config, hidden, stoch, keys)
     for t, b in [(0, 0), (1, 3), (2, 4)]:
         single = da.act(params, config, hidden[t, b], stoch[t, b], keys[t, b], training=True)
         for batched, alone in zip(out, single, strict=True):
@@ -215,7 +217,7 @@ def test_step_is_act_per_example_then_actor_loss_then_adam(distribution):
 
     # Gradients of that loss, and Adam's bias-corrected first update: m_hat = g, v_hat = g^2.
     def loss(p):
-        o = da.act_per_example(p, config, hidden, stoch, keys)
+        o = da.train.act_per_example(p, config, hidden, stoch, keys)
         return -jnp.mean(weights * (jax.lax.stop_gradient(advantage) * o.log_prob + beta * o.entropy))
 
     grads = jax.grad(loss)(params)
@@ -231,8 +233,8 @@ def test_step_is_act_per_example_then_actor_loss_then_adam(distribution):
 def test_per_example_samples_are_independent_and_standard_normal():
     # 4000 examples x 2 dims from per-example keys: mean, variance and the lag-1 correlation
     # between neighbouring examples within 5 standard errors of N(0, 1) / 0.
-    keys = da.example_keys(jax.random.key(0), (40, 100))
-    eps = np.asarray(jax.vmap(jax.vmap(lambda k: da.standard_normal(k, (2,))))(keys), np.float64).reshape(-1)
+    keys = da.train.example_keys(jax.random.key(0), (40, 100))
+    eps = np.asarray(jax.vmap(jax.vmap(lambda k: standard_normal(k, (2,))))(keys), np.float64).reshape(-1)
     n = eps.size
     assert abs(eps.mean()) < 5 / np.sqrt(n)
     assert abs(eps.var() - 1.0) < 5 * np.sqrt(2.0 / n)
@@ -245,6 +247,6 @@ def test_step_names_a_bad_batch():
     with pytest.raises(ValueError, match=r"`hidden` must be \[\*batch, H\] with the batch shape \(3, 4\)"):
         step(params, optax.adam(1e-3).init(params), hidden, stoch, advantage[:, :4], jax.random.key(0))
     with pytest.raises(ValueError, match="`keys` must have the batch shape"):
-        da.act_per_example(params, config, hidden, stoch, da.example_keys(jax.random.key(0), (T,)))
+        da.train.act_per_example(params, config, hidden, stoch, da.train.example_keys(jax.random.key(0), (T,)))
     with pytest.raises(TypeError, match="`config` must be an ActorConfig"):
         da.make_actor_train_step({"action_dim": 2}, optax.adam(1e-3))
