@@ -1,0 +1,296 @@
+"""The training loop: act in a real gymnasium env, store transitions, update in imagination, evaluate.
+
+`train_agent(RunConfig(...))` is what `python -m dreamer_actor.agent` runs; it returns the curve
+(also written to `DIR/curve.json`) and saves the agent for `dreamer_actor.agent.load(DIR)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dreamer_actor.agent import policy as agent_policy
+from dreamer_actor.agent import spaces
+from dreamer_actor.agent import train as agent_train
+from dreamer_actor.agent import world_model as wm
+
+EVAL_SEED_BASE = 10_000  # evaluation episode i resets with seed EVAL_SEED_BASE + i (never a training seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One training run (the CLI's flags; see `python -m dreamer_actor.agent --help`)."""
+
+    env: str = "Pendulum-v1"
+    steps: int = 20_000
+    seed: int = 0
+    out: str | None = None
+    distribution: str | None = None
+    estimator: str = "reinforce"
+    train_ratio: float = 128.0
+    warmup: int = 1000
+    eval_every: int = 2000
+    eval_episodes: int = 20
+    replay_capacity: int = 1_000_000
+    deter: int = 128
+    stoch: int = 16
+    classes: int = 8
+    units: int = 128
+    layers: int = 2
+    batch: int = 16
+    length: int = 64
+    horizon: int = 15
+    discount: float = 0.99
+    model_lr: float = 6e-4
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    entropy_coef: float = 3e-4
+    progress: bool = True
+
+    def agent_config(self) -> agent_train.AgentConfig:
+        return agent_train.AgentConfig(
+            batch=self.batch,
+            length=self.length,
+            horizon=self.horizon,
+            discount=self.discount,
+            estimator=self.estimator,
+            entropy_coef=self.entropy_coef,
+            model_lr=self.model_lr,
+            actor_lr=self.actor_lr,
+            critic_lr=self.critic_lr,
+            actor_units=self.units,
+            critic_units=self.units,
+        )
+
+
+def evaluate(
+    env_id: str,
+    policy_step: Any,
+    wm_params: Any,
+    actor_params: Any,
+    wm_config: wm.WorldModelConfig,
+    actor_config: Any,
+    *,
+    episodes: int,
+    deterministic: bool,
+    seed: int = 0,
+    random_policy: bool = False,
+) -> np.ndarray:
+    """Returns `[episodes]` of the policy on the real env, episode `i` reset with seed `EVAL_SEED_BASE + i`.
+
+    All episodes run in lockstep through one batched `policy_step` call per step. `random_policy`
+    evaluates uniform random actions (seeded by `seed`) on the same episodes instead.
+    """
+    import gymnasium as gym
+
+    envs = [gym.make(env_id) for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=EVAL_SEED_BASE + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    for i, env in enumerate(envs):
+        env.action_space.seed(seed * 1000 + i)
+    latent = wm.initial_latent(wm_config, (episodes,))
+    prev = jnp.zeros((episodes, spaces.model_action_dim(actor_config)))
+    first = np.ones(episodes, bool)
+    done = np.zeros(episodes, bool)
+    returns = np.zeros(episodes)
+    key, counter = jax.random.key(seed), 0
+    while not done.all():
+        if not random_policy:
+            latent, actions, prev = policy_step(
+                wm_params, actor_params, latent, prev, obs, first, key, counter, deterministic=deterministic
+            )
+            actions = np.asarray(actions)
+        counter += 1
+        first[:] = False
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            a = (
+                env.action_space.sample()
+                if random_policy
+                else spaces.env_action(actor_config, actions[i], env.action_space)
+            )
+            o, r, terminated, truncated, _ = env.step(a)
+            obs[i] = o
+            returns[i] += r
+            done[i] = terminated or truncated
+    for env in envs:
+        env.close()
+    return returns
+
+
+def _plot(curve: dict[str, Any], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = curve["evals"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, x_name, label in ((axes[0], "env_steps", "environment steps"), (axes[1], "wall_s", "wall time (s)")):
+        x = np.array([e[x_name] for e in evals])
+        for mode, color in (("deterministic", "C0"), ("sampled", "C1")):
+            mean = np.array([e[mode]["mean"] for e in evals])
+            std = np.array([e[mode]["std"] for e in evals])
+            ax.plot(x, mean, "o-", color=color, label=mode)
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
+        ax.axhline(curve["random"]["mean"], color="gray", ls="--", label="random policy")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"return ({len(evals[0]['deterministic']['returns'])} fixed-seed episodes)")
+    axes[0].legend()
+    fig.suptitle(
+        f"DreamerV3 agent, {curve['config']['env']}, seed {curve['config']['seed']}, {curve['config']['estimator']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _stats(returns: np.ndarray) -> dict[str, Any]:
+    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "returns": [float(r) for r in returns]}
+
+
+def train_agent(run: RunConfig) -> dict[str, Any]:
+    """Trains one agent (see the package docstring); returns the curve dict (also `DIR/curve.json`)."""
+    import gymnasium as gym
+
+    start_time = time.perf_counter()
+    out = pathlib.Path(run.out) if run.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    env = gym.make(run.env)
+    actor_config = spaces.actor_config_for(env.action_space, distribution=run.distribution, layers=2, units=run.units)
+    obs_dim = spaces.obs_dim_for(env.observation_space)
+    action_dim = spaces.model_action_dim(actor_config)
+    wm_config = wm.WorldModelConfig(
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        deter=run.deter,
+        stoch=run.stoch,
+        classes=run.classes,
+        units=run.units,
+        layers=run.layers,
+    )
+    config = run.agent_config()
+    state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
+    update = agent_train.make_update(wm_config, actor_config, config)
+    policy_step = agent_train.make_policy_step(wm_config, actor_config)
+    replay = agent_replay_for(run, obs_dim, action_dim)
+    rng = np.random.default_rng(run.seed)
+    act_key = jax.random.key(run.seed + 1)
+    replayed_per_update = config.batch * config.length
+
+    random_returns = evaluate(
+        run.env, None, None, None, wm_config, actor_config, episodes=run.eval_episodes, deterministic=True,
+        seed=run.seed, random_policy=True,
+    )  # fmt: skip
+    curve: dict[str, Any] = {
+        "config": dataclasses.asdict(run),
+        "random": _stats(random_returns),
+        "evals": [],
+        "episodes": [],
+        "losses": [],
+    }
+
+    obs, _ = env.reset(seed=run.seed)
+    env.action_space.seed(run.seed)
+    replay.add(obs, np.zeros(action_dim), 0.0, True, False)
+    latent = wm.initial_latent(wm_config, (1,))
+    prev = jnp.zeros((1, action_dim))
+    is_first, ep_return, ep_len, owed, updates = True, 0.0, 0, 0.0, 0
+    metrics: dict[str, float] = {}
+    bar = None
+    if run.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=run.steps, desc=run.env, unit="step", dynamic_ncols=True)
+
+    def do_eval(step: int) -> dict[str, Any]:
+        entry = {"env_steps": step, "updates": updates, "wall_s": time.perf_counter() - start_time}
+        for mode in ("deterministic", "sampled"):
+            returns = evaluate(
+                run.env, policy_step, state.wm_params, state.actor_params, wm_config, actor_config,
+                episodes=run.eval_episodes, deterministic=mode == "deterministic", seed=run.seed,
+            )  # fmt: skip
+            entry[mode] = _stats(returns)
+        entry["wall_s"] = time.perf_counter() - start_time
+        curve["evals"].append(entry)
+        if out is not None:
+            (out / "curve.json").write_text(json.dumps(curve, indent=1))
+        return entry
+
+    last_eval = None
+    for step in range(1, run.steps + 1):
+        latent, action, model_action = policy_step(
+            state.wm_params, state.actor_params, latent, prev, jnp.asarray(obs[None], jnp.float32),
+            jnp.asarray([is_first]), act_key, step, deterministic=False,
+        )  # fmt: skip
+        if step <= run.warmup:
+            action_np, model_np = spaces.random_actions(actor_config, rng)
+            model_action = jnp.asarray(model_np)[None]
+        else:
+            action_np, model_np = np.asarray(action[0]), np.asarray(model_action[0])
+        obs, reward, terminated, truncated, _ = env.step(spaces.env_action(actor_config, action_np, env.action_space))
+        replay.add(obs, model_np, reward, False, terminated)
+        prev, is_first = model_action, False
+        ep_return += float(reward)
+        ep_len += 1
+        if terminated or truncated:
+            curve["episodes"].append({"env_steps": step, "return": ep_return, "length": ep_len})
+            obs, _ = env.reset()
+            replay.add(obs, np.zeros(action_dim), 0.0, True, False)
+            is_first, ep_return, ep_len = True, 0.0, 0
+        if step >= run.warmup:
+            owed += run.train_ratio / replayed_per_update
+            while owed >= 1.0:
+                state, m = update(state, replay.sample(config.batch, config.length))
+                owed -= 1.0
+                updates += 1
+                if updates % 25 == 1:
+                    metrics = {k: float(v) for k, v in m.items()}
+                    curve["losses"].append({"env_steps": step, "updates": updates, **metrics})
+        if step % run.eval_every == 0 or step == run.steps:
+            last_eval = do_eval(step)
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0 or step == run.steps:
+                post = {"ep_ret": curve["episodes"][-1]["return"] if curve["episodes"] else float("nan")}
+                for name in ("wm_loss", "dec_loss", "rew_loss", "kl", "entropy"):
+                    if name in metrics:
+                        post[name] = metrics[name]
+                if last_eval is not None:
+                    post["eval"] = last_eval["deterministic"]["mean"]
+                bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()}, refresh=False)
+    if bar is not None:
+        bar.close()
+    curve["wall_s"] = time.perf_counter() - start_time
+    curve["updates"] = updates
+    if out is not None:
+        (out / "curve.json").write_text(json.dumps(curve, indent=1))
+        _plot(curve, out / "curve.png")
+        meta = {
+            "env": run.env,
+            "seed": run.seed,
+            "world_model_config": dataclasses.asdict(wm_config),
+            "actor_config": actor_config.to_dict(),
+            "agent_config": dataclasses.asdict(config),
+            "discrete_start": int(env.action_space.start) if actor_config.distribution == "categorical" else None,
+            "run": dataclasses.asdict(run),
+        }
+        agent_policy.save_agent(out, state, meta)
+    env.close()
+    curve["state"] = state
+    return curve
+
+
+def agent_replay_for(run: RunConfig, obs_dim: int, action_dim: int):
+    from dreamer_actor.agent.replay import Replay
+
+    return Replay(min(run.replay_capacity, run.steps * 2 + 10), obs_dim, action_dim, seed=run.seed)

@@ -1,0 +1,352 @@
+r"""One jitted DreamerV3 update: world model on replay, then actor and critic in its imagination.
+
+`update(state, batch)` (built by `make_update`):
+
+1. **World model**: `world_model_loss` on the replayed batch `[B, L]`, one Adam step.
+2. **Starts**: every posterior state of that batch, `N = B * L` starts (stop-gradiented),
+   with the start continue `c_start = 1 - terminated` (a terminal start gets weight 0).
+3. **Imagination**: `lax.scan` over `horizon` steps of `da.act(actor_params, actor_config,
+   hidden=h, stoch=z, key, training=True, reparameterize=...)` on the model's latent (`z` is
+   the `[N, S, C]` one-hot) and the RSSM prior step; the world model gets
+   `spaces.model_action(...)` (the unclipped `raw_sample` for bounded_normal).
+4. **Returns**: reward `rew[t]` (two-hot mean) and continue `con[t] = sigmoid(logit)` predicted
+   at the imagined states `s_0 .. s_T`, values `v[t]` of the slow critic;
+   `da.lambda_returns(rew[1:], v[:-1], con[1:], v[-1], discount=gamma)`,
+   `da.imagination_weights(con[1:], gamma, start_continues=c_start)`.
+5. **Actor**: `da.policy_loss` on `(R - v) / max(1, P95 - P5)` (`da.ReturnNormalizer`),
+   REINFORCE by default (`"dynamics"` / `"mix"` backpropagate through the frozen model).
+6. **Critic**: two-hot cross-entropy to `sg(R)` plus `slow_reg` times the cross-entropy to the
+   slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+import dreamer_actor as da
+from dreamer_actor.agent import spaces
+from dreamer_actor.agent import world_model as wm
+
+ESTIMATORS = ("reinforce", "dynamics", "mix")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Learning hyperparameters (static: a change recompiles).
+
+    Attributes:
+      batch, length: replayed `B` sequences of length `L` per update (`B * L` imagination starts).
+      horizon: imagined steps per start (DreamerV3: 15).
+      discount, lambda_: of the lambda-returns.
+      estimator: `"reinforce"` (DreamerV3), `"dynamics"` or `"mix"` (`rho` weights REINFORCE).
+      entropy_coef: actor entropy bonus on the normalized advantage scale (DreamerV3: 3e-4).
+      model_lr, actor_lr, critic_lr: Adam learning rates; grad_clip: global-norm clipping.
+      slow_rate: EMA rate of the slow critic; slow_reg: weight of the critic's pull to it.
+      actor_layers, actor_units, critic_layers, critic_units: MLP sizes.
+    """
+
+    batch: int = 16
+    length: int = 64
+    horizon: int = 15
+    discount: float = 0.99
+    lambda_: float = 0.95
+    estimator: str = "reinforce"
+    rho: float = 0.5
+    entropy_coef: float = 3e-4
+    model_lr: float = 6e-4
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    grad_clip: float = 100.0
+    slow_rate: float = 0.02
+    slow_reg: float = 1.0
+    actor_layers: int = 2
+    actor_units: int = 128
+    critic_layers: int = 2
+    critic_units: int = 128
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"AgentConfig: `estimator` must be one of {ESTIMATORS}, got {self.estimator!r}.")
+        for name in ("batch", "length", "horizon", "actor_units", "critic_units"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"AgentConfig: `{name}` must be a positive int, got {value!r}.")
+        for name in ("discount", "lambda_", "rho"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"AgentConfig: `{name}` must be in [0, 1], got {getattr(self, name)!r}.")
+
+
+class Critic(nn.Module):
+    """Two-hot value head: feature `[..., F]` -> logits `[..., K]` (zero-initialized output: value 0)."""
+
+    units: int
+    layers: int
+    num_bins: int = wm.NUM_BINS
+
+    @nn.compact
+    def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
+        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
+        return wm.MLP(self.units, self.layers, out=self.num_bins, zero_out=True)(feat)
+
+
+@struct.dataclass
+class AgentState:
+    """Every learned quantity, a pytree.
+
+    Attributes:
+      wm_params, actor_params, critic_params, slow_critic_params: network variables.
+      wm_opt, actor_opt, critic_opt: optax states.
+      normalizer: `da.ReturnNormalizerState`.
+      key: PRNG key; step: `[]` int32 updates done.
+    """
+
+    wm_params: Any
+    actor_params: Any
+    critic_params: Any
+    slow_critic_params: Any
+    wm_opt: Any
+    actor_opt: Any
+    critic_opt: Any
+    normalizer: da.ReturnNormalizerState
+    key: jax.Array
+    step: jax.Array
+
+
+def optimizer(lr: float, clip: float) -> optax.GradientTransformation:
+    """Global-norm clipping, then Adam (eps 1e-5)."""
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=1e-5))
+
+
+def init_agent(
+    key: jax.Array, wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig
+) -> AgentState:
+    """Fresh networks and optimizer states."""
+    wm_key, actor_key, critic_key, key = jax.random.split(key, 4)
+    wm_params = wm.init_world_model(wm_key, wm_config)
+    latent = wm.initial_latent(wm_config, (1,))
+    actor_params = da.Actor.from_config(actor_config).init(actor_key, latent.h, latent.z)
+    critic_params = Critic(config.critic_units, config.critic_layers, wm_config.num_bins).init(
+        critic_key, latent.h, latent.z
+    )
+    return AgentState(
+        wm_params=wm_params,
+        actor_params=actor_params,
+        critic_params=critic_params,
+        slow_critic_params=jax.tree.map(jnp.copy, critic_params),
+        wm_opt=optimizer(config.model_lr, config.grad_clip).init(wm_params),
+        actor_opt=optimizer(config.actor_lr, config.grad_clip).init(actor_params),
+        critic_opt=optimizer(config.critic_lr, config.grad_clip).init(critic_params),
+        normalizer=da.ReturnNormalizer().init(),
+        key=key,
+        step=jnp.zeros((), jnp.int32),
+    )
+
+
+def imagine(
+    model: wm.WorldModel,
+    wm_params: Any,
+    actor_params: Any,
+    actor_config: da.ActorConfig,
+    start: wm.Latent,
+    key: jax.Array,
+    *,
+    horizon: int,
+    reparameterize: bool,
+) -> tuple[wm.Latent, da.ActorOutput]:
+    """Rolls the actor out in the model's prior.
+
+    Args:
+      start: `Latent(h [N, D], z [N, S, C])`.
+
+    Returns:
+      `(latents h [T + 1, N, D], z [T + 1, N, S, C]` (s_0 .. s_T), `ActorOutput` of `[T, N, ...]`).
+    """
+
+    def body(latent, step_key):
+        act_key, model_key = jax.random.split(step_key)
+        out = da.act(
+            actor_params, actor_config, latent.h, latent.z, act_key, training=True, reparameterize=reparameterize
+        )
+        action = spaces.model_action(actor_config, out.action, out.raw_sample)
+        next_latent = wm.imagine_step(model, wm_params, latent, action, model_key)
+        return next_latent, (latent, out)
+
+    last, (latents, outs) = jax.lax.scan(body, start, jax.random.split(key, horizon))
+    latents = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), latents, last)
+    return latents, outs
+
+
+def train_step(
+    state: AgentState,
+    batch: dict[str, jax.Array],
+    *,
+    wm_config: wm.WorldModelConfig,
+    actor_config: da.ActorConfig,
+    config: AgentConfig,
+) -> tuple[AgentState, dict[str, jax.Array]]:
+    """One update of world model, actor and critic (pure; see the module docstring).
+
+    Args:
+      batch: `[B, L, ...]` arrays from `Replay.sample`.
+    """
+    model = wm.WorldModel(wm_config)
+    critic = Critic(config.critic_units, config.critic_layers, wm_config.num_bins)
+    bins = wm.twohot_bins(wm_config.num_bins)
+    normalizer = da.ReturnNormalizer()
+    key, wm_key, imag_key = jax.random.split(state.key, 3)
+    sg = jax.lax.stop_gradient
+
+    # 1. World model.
+    (_, (post, wm_metrics)), wm_grads = jax.value_and_grad(
+        lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
+    )(state.wm_params)
+    wm_updates, wm_opt = optimizer(config.model_lr, config.grad_clip).update(wm_grads, state.wm_opt, state.wm_params)
+    wm_params = optax.apply_updates(state.wm_params, wm_updates)
+
+    # 2. Starts: all B * L posterior states.
+    n = config.batch * config.length
+    start = jax.tree.map(lambda x: sg(x.reshape(n, *x.shape[2:])), post)
+    start_cont = 1.0 - batch["terminated"].reshape(n).astype(jnp.float32)
+    frozen = sg(wm_params)
+    slow = sg(state.slow_critic_params)
+
+    def actor_objective(actor_params):
+        latents, outs = imagine(
+            model,
+            frozen,
+            actor_params,
+            actor_config,
+            start,
+            imag_key,
+            horizon=config.horizon,
+            reparameterize=config.estimator != "reinforce",
+        )
+        rew_logits, cont_logit = model.apply(frozen, latents.h, latents.z, method=wm.WorldModel.reward_cont)
+        rewards = wm.twohot_mean(rew_logits, bins)  # [T + 1, N]
+        conts = jax.nn.sigmoid(cont_logit)
+        values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
+        returns = da.lambda_returns(
+            rewards[1:], values[:-1], conts[1:], values[-1], discount=config.discount, lambda_=config.lambda_
+        )
+        weights = da.imagination_weights(conts[1:], config.discount, start_continues=start_cont)
+        norm_state, scale = normalizer.update(state.normalizer, returns)
+        loss, metrics = da.policy_loss(
+            outs.log_prob,
+            outs.entropy,
+            returns,
+            values[:-1],
+            estimator=config.estimator,
+            rho=config.rho,
+            scale=scale,
+            entropy_coef=config.entropy_coef,
+            weights=weights,
+        )
+        aux = {
+            "latents": sg(latents),
+            "returns": sg(returns),
+            "slow_values": sg(values),
+            "weights": weights,
+            "normalizer": norm_state,
+            "metrics": metrics,
+            "entropy": jnp.mean(sg(outs.entropy)),
+            "imag_reward": jnp.mean(sg(rewards[1:])),
+            "imag_cont": jnp.mean(sg(conts[1:])),
+            "scale": scale,
+            "actor_loss": sg(loss),
+        }
+        return loss, aux
+
+    # 3. Actor.
+    actor_grads, aux = jax.grad(actor_objective, has_aux=True)(state.actor_params)
+    actor_updates, actor_opt = optimizer(config.actor_lr, config.grad_clip).update(
+        actor_grads, state.actor_opt, state.actor_params
+    )
+    actor_params = optax.apply_updates(state.actor_params, actor_updates)
+
+    # 4. Critic.
+    latents, returns, weights = aux["latents"], aux["returns"], aux["weights"]
+    h, z = latents.h[:-1], latents.z[:-1]
+
+    def critic_objective(critic_params):
+        logits = critic.apply(critic_params, h, z)
+        loss = wm.twohot_loss(logits, returns, bins) + config.slow_reg * wm.twohot_loss(
+            logits, aux["slow_values"][:-1], bins
+        )
+        return jnp.mean(weights * loss)
+
+    critic_loss, critic_grads = jax.value_and_grad(critic_objective)(state.critic_params)
+    critic_updates, critic_opt = optimizer(config.critic_lr, config.grad_clip).update(
+        critic_grads, state.critic_opt, state.critic_params
+    )
+    critic_params = optax.apply_updates(state.critic_params, critic_updates)
+    rate = config.slow_rate
+    slow_critic_params = jax.tree.map(lambda s, c: (1.0 - rate) * s + rate * c, state.slow_critic_params, critic_params)
+
+    new_state = AgentState(
+        wm_params=wm_params,
+        actor_params=actor_params,
+        critic_params=critic_params,
+        slow_critic_params=slow_critic_params,
+        wm_opt=wm_opt,
+        actor_opt=actor_opt,
+        critic_opt=critic_opt,
+        normalizer=aux["normalizer"],
+        key=key,
+        step=state.step + 1,
+    )
+    metrics = {
+        **wm_metrics,
+        "actor_loss": aux["actor_loss"],
+        "critic_loss": critic_loss,
+        "entropy": aux["entropy"],
+        "imag_return": jnp.mean(returns[0]),
+        "imag_reward": aux["imag_reward"],
+        "imag_cont": aux["imag_cont"],
+        "return_scale": aux["scale"],
+    }
+    return new_state, metrics
+
+
+def make_update(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig):
+    """Jitted `(state, batch) -> (state, metrics)`; the state's buffers are donated."""
+    step = functools.partial(train_step, wm_config=wm_config, actor_config=actor_config, config=config)
+    return jax.jit(step, donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------- acting
+
+
+def make_policy_step(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig):
+    """Jitted acting step on a batch of `N` environments.
+
+    `(wm_params, actor_params, latent, prev_action [N, A], obs [N, O], is_first [N], key, counter, deterministic)
+    -> (latent, actor action [N, A] (the env's, in bounds / one-hot), model action [N, A])`, with the
+    step's randomness `fold_in(key, counter)` (an int, so the caller never splits keys on the host):
+    the posterior latent is updated with the new observation, then `da.act(training=False)` acts on it
+    (for a sampled bounded_normal action `act(training=True)`, whose `raw_sample` the world model reads).
+    """
+    model = wm.WorldModel(wm_config)
+
+    @functools.partial(jax.jit, static_argnames=("deterministic",))
+    def policy_step(wm_params, actor_params, latent, prev_action, obs, is_first, key, counter, *, deterministic):
+        post_key, act_key = jax.random.split(jax.random.fold_in(key, counter))
+        embed = model.apply(wm_params, obs, method=wm.WorldModel.embed)
+        latent, _, _ = wm.obs_step(model, wm_params, latent, prev_action, embed, is_first, post_key)
+        if deterministic:
+            action = da.act(actor_params, actor_config, latent.h, latent.z, None, training=False, deterministic=True)
+            return latent, action, spaces.model_action(actor_config, action)
+        if actor_config.distribution == "bounded_normal":
+            out = da.act(actor_params, actor_config, latent.h, latent.z, act_key, training=True)
+            return latent, out.action, spaces.model_action(actor_config, out.action, out.raw_sample)
+        action = da.act(actor_params, actor_config, latent.h, latent.z, act_key, training=False)
+        return latent, action, spaces.model_action(actor_config, action)
+
+    return policy_step

@@ -1,0 +1,391 @@
+r"""A small DreamerV3-style world model (RSSM) in flax linen.
+
+Shapes: `B` batch, `L` sequence length, `O` observation width, `A` world-model action width,
+`D` GRU width (`deter`), `S x C` categorical latents (`stoch x classes`), `E` embedding width,
+`K = 255` two-hot bins.
+
+Time convention of a replayed sequence (as `replay.Replay` stores it): step `t` holds the
+observation `x_t`, the action `a_{t-1}` that led to it (zeros at an episode start), the reward
+`r_t` of that transition, `is_first_t` and `terminated_t`. The RSSM
+
+    h_t = GRU(h_{t-1}, z_{t-1}, a_{t-1})          (state and action reset to 0 where is_first_t)
+    prior      p(z_t | h_t)
+    posterior  q(z_t | h_t, e_t),  e_t = enc(symlog(x_t))
+
+and the heads read the feature `concat(h_t, flatten(z_t))`: the decoder predicts `symlog(x_t)`,
+the reward head `r_t` (symlog two-hot), the continue head `1 - terminated_t` (a time-limit
+truncation is *not* a terminal, so it is never a target 0).
+
+Everything is pure: `WorldModel` holds the parameters; `observe`, `imagine_step`,
+`world_model_loss` are functions of `(model, params, ...)` that scan over time with `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+NUM_BINS = 255
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def symlog(x: jax.Array) -> jax.Array:
+    """`sign(x) log(1 + |x|)`, any shape."""
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
+def symexp(x: jax.Array) -> jax.Array:
+    """Inverse of `symlog`: `sign(x) (exp(|x|) - 1)`, any shape."""
+    return jnp.sign(x) * jnp.expm1(jnp.abs(x))
+
+
+def twohot_bins(num_bins: int = NUM_BINS) -> jax.Array:
+    """`[K]` DreamerV3 bins `symexp(linspace(-20, 20, K))`, exactly symmetric around 0 (K odd)."""
+    if num_bins % 2 != 1 or num_bins < 3:
+        raise ValueError(f"twohot_bins: `num_bins` must be odd and >= 3, got {num_bins}.")
+    half = symexp(jnp.linspace(-20.0, 0.0, (num_bins - 1) // 2 + 1, dtype=jnp.float32))
+    return jnp.concatenate([half, -half[:-1][::-1]], 0)
+
+
+def twohot_encode(x: jax.Array, bins: jax.Array) -> jax.Array:
+    """Two-hot encoding `[...]` -> `[..., K]` on the bins (values outside are clipped to the end bins).
+
+    The two weights interpolate linearly between the neighbouring bins, so
+    `sum(twohot_encode(x) * bins, -1) == x` for every `x` inside `[bins[0], bins[-1]]`.
+    """
+    x = jnp.clip(x, bins[0], bins[-1])
+    num_bins = bins.shape[0]
+    count = jnp.sum((bins <= x[..., None]).astype(jnp.int32), -1)  # bins[count - 1] <= x < bins[count]
+    above = jnp.clip(count, 1, num_bins - 1)
+    below = above - 1
+    lo, hi = bins[below], bins[above]
+    weight_hi = jnp.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return (
+        jax.nn.one_hot(below, num_bins) * (1.0 - weight_hi)[..., None]
+        + jax.nn.one_hot(above, num_bins) * weight_hi[..., None]
+    )
+
+
+def twohot_mean(logits: jax.Array, bins: jax.Array) -> jax.Array:
+    """Expected value `[..., K]` logits -> `[...]`, summed symmetrically (uniform probabilities give 0 exactly)."""
+    probs = jax.nn.softmax(logits, -1)
+    m = (bins.shape[0] - 1) // 2
+    lower = (probs[..., :m] * bins[:m])[..., ::-1]  # from the centre outwards
+    upper = probs[..., m + 1 :] * bins[m + 1 :]
+    return probs[..., m] * bins[m] + jnp.sum(lower + upper, -1)
+
+
+def twohot_loss(logits: jax.Array, target: jax.Array, bins: jax.Array) -> jax.Array:
+    """Cross-entropy `[..., K]`, `[...]` -> `[...]` of the logits against `twohot_encode(sg(target))`."""
+    target = jax.lax.stop_gradient(twohot_encode(target, bins))
+    return -jnp.sum(target * jax.nn.log_softmax(logits, -1), -1)
+
+
+def unimix_probs(logits: jax.Array, unimix: float) -> jax.Array:
+    """`[..., C]` logits -> `(1 - unimix) softmax + unimix / C`: every class keeps >= unimix / C."""
+    classes = logits.shape[-1]
+    return (1.0 - unimix) * jax.nn.softmax(logits, -1) + unimix / classes
+
+
+def sample_onehot(key: jax.Array, probs: jax.Array) -> jax.Array:
+    """Straight-through one-hot sample `[..., S, C]` of `probs`: value one-hot, gradient of `probs`."""
+    index = jax.random.categorical(key, jnp.log(probs), -1)
+    onehot = jax.nn.one_hot(index, probs.shape[-1], dtype=probs.dtype)
+    return onehot + probs - jax.lax.stop_gradient(probs)
+
+
+def categorical_kl(p: jax.Array, q: jax.Array) -> jax.Array:
+    """`KL(p || q)` of `[..., S, C]` probabilities, summed over the `S` latents -> `[...]`."""
+    return jnp.sum(p * (jnp.log(p) - jnp.log(q)), (-2, -1))
+
+
+def kl_losses(post: jax.Array, prior: jax.Array, free_nats: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """DreamerV3's balanced KL terms of `[..., S, C]` posterior and prior probabilities.
+
+    Returns `(dyn, rep, kl)`, each `[...]`: `dyn = max(free, KL(sg(post) || prior))` trains the prior,
+    `rep = max(free, KL(post || sg(prior)))` the posterior (representation); `kl` is the plain value.
+    """
+    sg = jax.lax.stop_gradient
+    dyn = categorical_kl(sg(post), prior)
+    rep = categorical_kl(post, sg(prior))
+    return jnp.maximum(dyn, free_nats), jnp.maximum(rep, free_nats), sg(dyn)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    """Sizes and loss scales of the world model (static).
+
+    Attributes:
+      obs_dim: `O`, observation width (flat vector observations).
+      action_dim: `A`, width of the action the model reads (one-hot for discrete actions).
+      deter: `D`, GRU width.
+      stoch, classes: `S x C` categorical latents.
+      units: hidden width of every MLP; layers: hidden layers of encoder, decoder and heads.
+      unimix: uniform mix of the latent categoricals (DreamerV3: 1%).
+      free_nats: free bits of both KL terms (DreamerV3: 1).
+      dyn_scale, rep_scale: KL balancing (DreamerV3: 1.0 and 0.1).
+      num_bins: two-hot bins of the reward head (and of the agent's critic).
+    """
+
+    obs_dim: int
+    action_dim: int
+    deter: int = 128
+    stoch: int = 16
+    classes: int = 8
+    units: int = 128
+    layers: int = 2
+    unimix: float = 0.01
+    free_nats: float = 1.0
+    dyn_scale: float = 1.0
+    rep_scale: float = 0.1
+    num_bins: int = NUM_BINS
+
+    def __post_init__(self):
+        for name in ("obs_dim", "action_dim", "deter", "stoch", "classes", "units", "num_bins"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"WorldModelConfig: `{name}` must be a positive int, got {value!r}.")
+        if not 0.0 <= self.unimix < 1.0:
+            raise ValueError(f"WorldModelConfig: `unimix` must be in [0, 1), got {self.unimix!r}.")
+
+    @property
+    def feat_dim(self) -> int:
+        """Width of `concat(h, flatten(z))`."""
+        return self.deter + self.stoch * self.classes
+
+
+class MLP(nn.Module):
+    """`layers` x (Dense, LayerNorm, SiLU), then an optional Dense output (zero-init if `zero_out`)."""
+
+    units: int
+    layers: int
+    out: int | None = None
+    zero_out: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i in range(self.layers):
+            x = nn.Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
+            x = jax.nn.silu(nn.LayerNorm(epsilon=1e-3, name=f"norm_{i}")(x))
+        if self.out is not None:
+            init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
+            x = nn.Dense(self.out, kernel_init=init, name="out")(x)
+        return x
+
+
+class GRUCell(nn.Module):
+    """DreamerV3's LayerNorm GRU: `[..., D]` state, `[..., I]` input -> `[..., D]`; update bias -1."""
+
+    deter: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        parts = nn.Dense(3 * self.deter, use_bias=False, name="gates")(jnp.concatenate([h, x], -1))
+        parts = nn.LayerNorm(epsilon=1e-3, name="norm")(parts)
+        reset, cand, update = jnp.split(parts, 3, -1)
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        update = jax.nn.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * h
+
+
+class WorldModel(nn.Module):
+    """RSSM, encoder, decoder, reward and continue heads; call methods via `model.apply(params, ..., method=)`."""
+
+    config: WorldModelConfig
+
+    def setup(self):
+        c = self.config
+        self.encoder = MLP(c.units, c.layers)
+        self.img_in = MLP(c.units, 1)
+        self.gru = GRUCell(c.deter)
+        self.prior_net = MLP(c.units, 1, out=c.stoch * c.classes)
+        self.post_net = MLP(c.units, 1, out=c.stoch * c.classes)
+        self.decoder = MLP(c.units, c.layers, out=c.obs_dim)
+        self.reward_head = MLP(c.units, c.layers, out=c.num_bins, zero_out=True)
+        self.cont_head = MLP(c.units, c.layers, out=1)
+
+    def _probs(self, flat_logits: jax.Array) -> jax.Array:
+        c = self.config
+        return unimix_probs(flat_logits.reshape(*flat_logits.shape[:-1], c.stoch, c.classes), c.unimix)
+
+    def embed(self, obs: jax.Array) -> jax.Array:
+        """`[..., O]` observations -> `[..., E]` embeddings of `symlog(obs)`."""
+        return self.encoder(symlog(obs))
+
+    def deter_step(self, h: jax.Array, z: jax.Array, action: jax.Array) -> jax.Array:
+        """`h [..., D]`, `z [..., S, C]`, `action [..., A]` -> next `h [..., D]`."""
+        z_flat = z.reshape(*z.shape[:-2], -1)
+        return self.gru(h, self.img_in(jnp.concatenate([z_flat, action], -1)))
+
+    def prior(self, h: jax.Array) -> jax.Array:
+        """`[..., D]` -> prior probabilities `[..., S, C]` (unimixed)."""
+        return self._probs(self.prior_net(h))
+
+    def posterior(self, h: jax.Array, embed: jax.Array) -> jax.Array:
+        """`[..., D]`, `[..., E]` -> posterior probabilities `[..., S, C]` (unimixed)."""
+        return self._probs(self.post_net(jnp.concatenate([h, embed], -1)))
+
+    def heads(self, h: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Feature heads: `(decoded symlog obs [..., O], reward logits [..., K], continue logit [...])`."""
+        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
+        return self.decoder(feat), self.reward_head(feat), self.cont_head(feat)[..., 0]
+
+    def reward_cont(self, h: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`(reward logits [..., K], continue logit [...])` without the decoder (for imagination)."""
+        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
+        return self.reward_head(feat), self.cont_head(feat)[..., 0]
+
+    def __call__(self, obs: jax.Array, action: jax.Array) -> Any:
+        """Touches every submodule once (for `init`): `obs [B, O]`, `action [B, A]`."""
+        c = self.config
+        h = jnp.zeros((*obs.shape[:-1], c.deter), obs.dtype)
+        z = jnp.zeros((*obs.shape[:-1], c.stoch, c.classes), obs.dtype)
+        h = self.deter_step(h, z, action)
+        post = self.posterior(h, self.embed(obs))
+        return self.prior(h), post, self.heads(h, post)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+@struct.dataclass
+class Latent:
+    """RSSM state: `h [..., D]` deterministic, `z [..., S, C]` stochastic (one-hot sample)."""
+
+    h: jax.Array
+    z: jax.Array
+
+
+def initial_latent(config: WorldModelConfig, batch: tuple[int, ...]) -> Latent:
+    """Zeros `h [*batch, D]`, `z [*batch, S, C]`: the state before an episode's first step."""
+    return Latent(jnp.zeros((*batch, config.deter)), jnp.zeros((*batch, config.stoch, config.classes)))
+
+
+def init_world_model(key: jax.Array, config: WorldModelConfig) -> Any:
+    """Fresh parameters of `WorldModel(config)`."""
+    return WorldModel(config).init(key, jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.action_dim)))
+
+
+def _reset(x: jax.Array, is_first: jax.Array) -> jax.Array:
+    """Zeros the rows of `x [B, ...]` where `is_first [B]` is true."""
+    mask = (1.0 - is_first.astype(x.dtype)).reshape(is_first.shape + (1,) * (x.ndim - is_first.ndim))
+    return x * mask
+
+
+def obs_step(
+    model: WorldModel,
+    params: Any,
+    latent: Latent,
+    prev_action: jax.Array,
+    embed: jax.Array,
+    is_first: jax.Array,
+    key: jax.Array,
+) -> tuple[Latent, jax.Array, jax.Array]:
+    """One filtering step.
+
+    Args:
+      latent: previous state, `h [B, D]`, `z [B, S, C]`.
+      prev_action: `[B, A]` a_{t-1}.
+      embed: `[B, E]` e_t.
+      is_first: `[B]` bool; resets state and action to zeros first.
+      key: PRNG key of the posterior sample.
+
+    Returns:
+      `(Latent(h_t, z_t ~ posterior), posterior probs [B, S, C], prior probs [B, S, C])`.
+    """
+    h, z, a = _reset(latent.h, is_first), _reset(latent.z, is_first), _reset(prev_action, is_first)
+    h = model.apply(params, h, z, a, method=WorldModel.deter_step)
+    prior = model.apply(params, h, method=WorldModel.prior)
+    post = model.apply(params, h, embed, method=WorldModel.posterior)
+    return Latent(h, sample_onehot(key, post)), post, prior
+
+
+def observe(
+    model: WorldModel,
+    params: Any,
+    obs: jax.Array,
+    prev_actions: jax.Array,
+    is_first: jax.Array,
+    key: jax.Array,
+    start: Latent | None = None,
+) -> tuple[Latent, jax.Array, jax.Array]:
+    """Filters replayed sequences with `lax.scan` over time.
+
+    Args:
+      obs: `[B, L, O]`; prev_actions: `[B, L, A]`; is_first: `[B, L]` bool.
+      start: state before step 0 (zeros by default).
+
+    Returns:
+      `(Latent(h [B, L, D], z [B, L, S, C]), post [B, L, S, C], prior [B, L, S, C])`.
+    """
+    batch = obs.shape[0]
+    start = initial_latent(model.config, (batch,)) if start is None else start
+    embeds = model.apply(params, obs, method=WorldModel.embed)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
+    keys = jax.random.split(key, obs.shape[1])
+
+    def body(latent, inputs):
+        action, embed, first, step_key = inputs
+        latent, post, prior = obs_step(model, params, latent, action, embed, first, step_key)
+        return latent, (latent, post, prior)
+
+    _, (latents, post, prior) = jax.lax.scan(body, start, (swap(prev_actions), swap(embeds), swap(is_first), keys))
+    return jax.tree.map(swap, latents), swap(post), swap(prior)
+
+
+def imagine_step(model: WorldModel, params: Any, latent: Latent, action: jax.Array, key: jax.Array) -> Latent:
+    """Prior step `Latent [N, ...]`, `action [N, A]` -> next `Latent` with `z ~ prior` (straight-through)."""
+    h = model.apply(params, latent.h, latent.z, action, method=WorldModel.deter_step)
+    prior = model.apply(params, h, method=WorldModel.prior)
+    return Latent(h, sample_onehot(key, prior))
+
+
+def world_model_loss(
+    model: WorldModel, params: Any, batch: dict[str, jax.Array], key: jax.Array
+) -> tuple[jax.Array, tuple[Latent, dict[str, jax.Array]]]:
+    """DreamerV3's world-model loss on a replayed batch.
+
+    `loss = mean_{B,L}(dec + rew + cont + dyn_scale * dyn + rep_scale * rep)` with the symlog
+    squared error of the decoder (summed over `O`), the two-hot cross-entropy of the reward,
+    the Bernoulli log-loss of the continue flag `1 - terminated`, and the free-bits KL terms.
+
+    Args:
+      batch: `obs [B, L, O]`, `action [B, L, A]` (a_{t-1}), `reward [B, L]`, `is_first [B, L]`,
+        `terminated [B, L]`.
+
+    Returns:
+      `(loss [], (posterior Latent [B, L, ...], metrics))`.
+    """
+    c = model.config
+    latents, post, prior = observe(model, params, batch["obs"], batch["action"], batch["is_first"], key)
+    dec, rew_logits, cont_logit = model.apply(params, latents.h, latents.z, method=WorldModel.heads)
+    dec_loss = jnp.sum(jnp.square(dec - symlog(batch["obs"])), -1)
+    rew_loss = twohot_loss(rew_logits, batch["reward"], twohot_bins(c.num_bins))
+    cont_target = 1.0 - batch["terminated"].astype(jnp.float32)
+    cont_loss = optax_sigmoid_bce(cont_logit, cont_target)
+    dyn, rep, kl = kl_losses(post, prior, c.free_nats)
+    loss = jnp.mean(dec_loss + rew_loss + cont_loss + c.dyn_scale * dyn + c.rep_scale * rep)
+    metrics = {
+        "wm_loss": loss,
+        "dec_loss": jnp.mean(dec_loss),
+        "rew_loss": jnp.mean(rew_loss),
+        "cont_loss": jnp.mean(cont_loss),
+        "kl": jnp.mean(kl),
+    }
+    return loss, (latents, metrics)
+
+
+def optax_sigmoid_bce(logit: jax.Array, target: jax.Array) -> jax.Array:
+    """Binary cross-entropy `[...]` of a logit against a target in [0, 1] (stable)."""
+    return jnp.maximum(logit, 0.0) - logit * target + jnp.log1p(jnp.exp(-jnp.abs(logit)))
