@@ -17,7 +17,9 @@ def family_functions(name: str) -> SimpleNamespace:
         return policy.policy_head(raw, config, _fn=f"{name}.head", _family=name)
 
     def sample(key: jax.Array, dist: Any, config: Any, *, reparameterize: bool = False) -> tuple[jax.Array, jax.Array]:
-        return policy.policy_sample(key, dist, config, reparameterize=reparameterize, _fn=f"{name}.sample", _family=name)
+        return policy.policy_sample(
+            key, dist, config, reparameterize=reparameterize, _fn=f"{name}.sample", _family=name
+        )
 
     def log_prob(dist: Any, config: Any, *, raw_sample: jax.Array | None = None, action: jax.Array | None = None):
         return policy.policy_log_prob(
@@ -25,7 +27,12 @@ def family_functions(name: str) -> SimpleNamespace:
         )
 
     def entropy(
-        dist: Any, config: Any, *, raw_sample: jax.Array | None = None, key: jax.Array | None = None, num_samples: int = 1
+        dist: Any,
+        config: Any,
+        *,
+        raw_sample: jax.Array | None = None,
+        key: jax.Array | None = None,
+        num_samples: int = 1,
     ) -> jax.Array:
         return policy.policy_entropy(
             dist, config, raw_sample=raw_sample, key=key, num_samples=num_samples, _fn=f"{name}.entropy", _family=name

@@ -80,7 +80,12 @@ def log_prob(
 
 
 def entropy(
-    dist: Params, config: Any, *, raw_sample: jax.Array | None = None, key: jax.Array | None = None, num_samples: int = 1
+    dist: Params,
+    config: Any,
+    *,
+    raw_sample: jax.Array | None = None,
+    key: jax.Array | None = None,
+    num_samples: int = 1,
 ) -> jax.Array:
     """Closed form, `sum_i [0.5 log(2 pi e) + log std_i + log scale_i]`, `[...]`; `raw_sample`/`key` unused."""
     del raw_sample, key, num_samples

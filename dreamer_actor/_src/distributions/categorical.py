@@ -156,7 +156,12 @@ def log_prob(
 
 
 def entropy(
-    dist: Params, config: Any, *, raw_sample: jax.Array | None = None, key: jax.Array | None = None, num_samples: int = 1
+    dist: Params,
+    config: Any,
+    *,
+    raw_sample: jax.Array | None = None,
+    key: jax.Array | None = None,
+    num_samples: int = 1,
 ) -> jax.Array:
     """Exact `-sum p log p` of the mixed probabilities, summed over heads, `[...]`."""
     del raw_sample, key, num_samples
