@@ -17,9 +17,9 @@ matplotlib, tqdm); `make demo` installs it.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import math
+import os
 import platform
 import sys
 import time

@@ -152,6 +152,7 @@ def test_importing_the_package_does_not_import_distrax_or_orbax():
     import subprocess
     import sys
 
-    code = "import sys, dreamer_actor; print(sorted(m for m in ('distrax', 'orbax', 'tensorflow_probability') if m in sys.modules))"
+    modules = "('distrax', 'orbax', 'tensorflow_probability')"
+    code = f"import sys, dreamer_actor; print(sorted(m for m in {modules} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

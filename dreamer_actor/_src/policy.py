@@ -141,7 +141,7 @@ def policy_entropy(
     fn = _fn
     family, dist = _dist(dist, config, fn, _family)
     if family.ENTROPY_IS_ESTIMATE:
-        name, given = validation.one_of(fn, raw_sample=raw_sample, key=key)
+        name, _ = validation.one_of(fn, raw_sample=raw_sample, key=key)
         if name == "key":
             validation.key(key, "key", fn)
             if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
