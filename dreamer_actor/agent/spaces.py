@@ -69,14 +69,19 @@ def model_action_dim(config: da.ActorConfig) -> int:
     return int(config.action_dim)
 
 
+def _unit(config: da.ActorConfig, action: jax.Array) -> jax.Array:
+    shape = (1,) * (action.ndim - 1) + (-1,)
+    return (action - config.bias.reshape(shape)) / config.scale.reshape(shape)
+
+
 def model_action(config: da.ActorConfig, action: jax.Array, raw_sample: jax.Array | None = None) -> jax.Array:
     """The world model's action `[..., A]` from `act`'s outputs (see the module docstring)."""
     if config.distribution == "bounded_normal":
         if raw_sample is None:  # a mode action: already inside the bounds
-            return (action - config.bias) / config.scale
+            return _unit(config, action)
         return raw_sample
     if config.distribution == "tanh_normal":
-        return (action - config.bias) / config.scale
+        return _unit(config, action)
     return action
 
 
@@ -93,5 +98,7 @@ def random_actions(config: da.ActorConfig, rng: np.random.Generator) -> tuple[np
         onehot = np.eye(config.action_dim, dtype=np.float32)[rng.integers(config.action_dim)]
         return onehot, onehot
     unit = rng.uniform(-1.0, 1.0, size=config.action_dim).astype(np.float32)
-    action = np.clip(unit * np.asarray(config.scale) + np.asarray(config.bias), config.low, config.high)
+    action = np.clip(
+        unit * np.asarray(config.scale) + np.asarray(config.bias), np.asarray(config.low), np.asarray(config.high)
+    )
     return action.astype(np.float32), unit

@@ -62,7 +62,8 @@ def twohot_encode(x: jax.Array, bins: jax.Array) -> jax.Array:
     """
     x = jnp.clip(x, bins[0], bins[-1])
     num_bins = bins.shape[0]
-    count = jnp.sum((bins <= x[..., None]).astype(jnp.int32), -1)  # bins[count - 1] <= x < bins[count]
+    grid = bins.reshape((1,) * x.ndim + bins.shape)  # explicit broadcast (rank promotion may be "raise")
+    count = jnp.sum((grid <= x[..., None]).astype(jnp.int32), -1)  # bins[count - 1] <= x < bins[count]
     above = jnp.clip(count, 1, num_bins - 1)
     below = above - 1
     lo, hi = bins[below], bins[above]
@@ -77,8 +78,9 @@ def twohot_mean(logits: jax.Array, bins: jax.Array) -> jax.Array:
     """Expected value `[..., K]` logits -> `[...]`, summed symmetrically (uniform probabilities give 0 exactly)."""
     probs = jax.nn.softmax(logits, -1)
     m = (bins.shape[0] - 1) // 2
-    lower = (probs[..., :m] * bins[:m])[..., ::-1]  # from the centre outwards
-    upper = probs[..., m + 1 :] * bins[m + 1 :]
+    grid = bins.reshape((1,) * (probs.ndim - 1) + bins.shape)
+    lower = (probs[..., :m] * grid[..., :m])[..., ::-1]  # from the centre outwards
+    upper = probs[..., m + 1 :] * grid[..., m + 1 :]
     return probs[..., m] * bins[m] + jnp.sum(lower + upper, -1)
 
 
@@ -98,7 +100,7 @@ def sample_onehot(key: jax.Array, probs: jax.Array) -> jax.Array:
     """Straight-through one-hot sample `[..., S, C]` of `probs`: value one-hot, gradient of `probs`."""
     index = jax.random.categorical(key, jnp.log(probs), -1)
     onehot = jax.nn.one_hot(index, probs.shape[-1], dtype=probs.dtype)
-    return onehot + probs - jax.lax.stop_gradient(probs)
+    return onehot + (probs - jax.lax.stop_gradient(probs))  # exactly one-hot forward
 
 
 def categorical_kl(p: jax.Array, q: jax.Array) -> jax.Array:
@@ -274,7 +276,8 @@ def initial_latent(config: WorldModelConfig, batch: tuple[int, ...]) -> Latent:
 
 def init_world_model(key: jax.Array, config: WorldModelConfig) -> Any:
     """Fresh parameters of `WorldModel(config)`."""
-    return WorldModel(config).init(key, jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.action_dim)))
+    init = jax.jit(WorldModel(config).init)  # one compiled call: far faster than op-by-op on CPU
+    return init(key, jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.action_dim)))
 
 
 def _reset(x: jax.Array, is_first: jax.Array) -> jax.Array:
