@@ -7,15 +7,32 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_SRC := notebooks/dreamer_actor_walkthrough.py
 NOTEBOOK_IPYNB := build/notebooks/dreamer_actor_walkthrough.ipynb
 
-.PHONY: test demo bench lint install clean notebook
+.PHONY: test demo bench lint install constraints clean notebook
 
-$(STAMP): pyproject.toml
+# The versions that were tested (constraints.txt, made on Python 3.11); `make install CONSTRAINTS=`
+# installs the newest versions pyproject.toml allows instead (e.g. on another Python).
+CONSTRAINTS ?= constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh constraints.txt: rebuild $(VENV) from scratch with the newest versions pyproject.toml allows
+# (no constraints), then freeze it. Run `make test` afterwards and commit constraints.txt if it passes.
+constraints:
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	{ echo '# Exact versions of everything `pip install -e ".[dev]"` resolved to ($(shell $(PYTHON) -c 'import platform; print("Python", platform.python_version(), platform.system(), platform.machine())')), torch excluded.'; \
+	  echo '# Used by `make install`; refresh with `make constraints`.'; \
+	  $(BIN)/python -m pip freeze --exclude-editable --exclude torch; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	touch $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dreamer_actor tests benchmarks scripts $(NOTEBOOK_SRC)
