@@ -1,4 +1,4 @@
-"""Smoke run of the whole agent: a tiny DreamerV3 learns CartPole-v1 from 2,000 real steps.
+"""Smoke run of the whole agent: a tiny DreamerV3 learns CartPole-v1 from 1,600 real steps.
 
 Asserts that the world-model loss falls, that the trained agent beats a uniform random policy on
 fixed evaluation seeds by a clear margin, and that `load(DIR)` gives a working policy.
@@ -14,10 +14,10 @@ from dreamer_actor.agent.run import EVAL_SEED_BASE, RunConfig, train_agent
 
 TINY = dict(
     env="CartPole-v1",
-    steps=2000,
+    steps=1600,
     seed=0,
     warmup=250,
-    eval_every=2000,
+    eval_every=1600,
     eval_episodes=10,
     deter=32,
     units=32,
