@@ -77,8 +77,8 @@ MUTATIONS = [
     Mutation(
         "tanh-4-log-std-head-ignores-init-std",
         "dreamer_actor/_src/distributions/tanh_normal.py",
-        "sigmoid(raw_std + offset)",
-        "sigmoid(raw_std)",
+        "jax.nn.sigmoid(raw_std + offset)",
+        "jax.nn.sigmoid(raw_std)",
     ),
     Mutation(
         "bounds-1-flip-affine-map-sign",
