@@ -22,6 +22,35 @@ from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 
 EVAL_SEED_BASE = 10_000  # evaluation episode i resets with seed EVAL_SEED_BASE + i (never a training seed)
+RUN_FILES = ("curve.json", "curve.png", agent_policy.AGENT_FILE, agent_policy.WORLD_MODEL_FILE, agent_policy.ACTOR_DIR)
+
+
+def check_out_dir(out: pathlib.Path, *, overwrite: bool) -> None:
+    """Refuses a run folder that holds anything but a previous run's files (nothing a user owns is replaced).
+
+    A missing or empty folder is fine. With `overwrite`, a folder holding only `RUN_FILES`
+    (and an `agent.json` or `curve.json`, so it is one of this agent's runs) is reused: its files
+    are replaced as the new run writes them. Anything else raises `FileExistsError` naming the folder.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"dreamer_actor.agent: `out` {str(out)!r} exists and is not a folder.")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"dreamer_actor.agent: `out` folder {str(out)!r} is not empty ({', '.join(entries[:5])}); "
+            "pass a new folder, or --overwrite to replace a previous run of this agent there."
+        )
+    foreign = [name for name in entries if name not in RUN_FILES]
+    if foreign or not {"agent.json", "curve.json"} & set(entries):
+        raise FileExistsError(
+            f"dreamer_actor.agent: `out` folder {str(out)!r} is not a previous run of this agent "
+            f"(it holds {', '.join(foreign[:5]) or 'no agent.json or curve.json'}); --overwrite only "
+            "replaces a run's own files. Pass a new folder."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +81,7 @@ class RunConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     entropy_coef: float = 3e-4
+    overwrite: bool = False
     progress: bool = True
 
     def agent_config(self) -> agent_train.AgentConfig:
@@ -70,7 +100,47 @@ class RunConfig:
         )
 
 
-def evaluate(
+def evaluate_policy(env_id: str, act: Any, *, episodes: int) -> np.ndarray:
+    """Returns `[episodes]` returns of `act` on the real env, episode `i` reset with seed `EVAL_SEED_BASE + i`.
+
+    The evaluation protocol every agent in this project is scored with (the Dreamer agent here,
+    SAC/DQN in `scripts/compare_baselines.py`). All episodes run in lockstep: each step calls
+    `act(obs [episodes, O] float32, first [episodes] bool)` once and gets one env action per
+    episode (`first` is true at each episode's reset; finished episodes' actions are ignored).
+    """
+    import gymnasium as gym
+
+    envs = [gym.make(env_id) for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=EVAL_SEED_BASE + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    first = np.ones(episodes, bool)
+    done = np.zeros(episodes, bool)
+    returns = np.zeros(episodes)
+    while not done.all():
+        actions = act(obs, first.copy())
+        first[:] = False
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            o, r, terminated, truncated, _ = env.step(actions[i])
+            obs[i] = o
+            returns[i] += r
+            done[i] = terminated or truncated
+    for env in envs:
+        env.close()
+    return returns
+
+
+def random_act(env_id: str, episodes: int, seed: int) -> Any:
+    """An `evaluate_policy` act function of uniform random actions (episode `i`'s space seeded `1000 seed + i`)."""
+    import gymnasium as gym
+
+    action_spaces = [gym.make(env_id).action_space for _ in range(episodes)]
+    for i, space in enumerate(action_spaces):
+        space.seed(seed * 1000 + i)
+    return lambda obs, first: [space.sample() for space in action_spaces]
+
+
+def agent_act(
     env_id: str,
     policy_step: Any,
     wm_params: Any,
@@ -81,48 +151,28 @@ def evaluate(
     episodes: int,
     deterministic: bool,
     seed: int = 0,
-    random_policy: bool = False,
-) -> np.ndarray:
-    """Returns `[episodes]` of the policy on the real env, episode `i` reset with seed `EVAL_SEED_BASE + i`.
-
-    All episodes run in lockstep through one batched `policy_step` call per step. `random_policy`
-    evaluates uniform random actions (seeded by `seed`) on the same episodes instead.
-    """
+) -> Any:
+    """An `evaluate_policy` act function of the agent: one batched `policy_step` per step, its own latents."""
     import gymnasium as gym
 
-    envs = [gym.make(env_id) for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=EVAL_SEED_BASE + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    for i, env in enumerate(envs):
-        env.action_space.seed(seed * 1000 + i)
-    latent = wm.initial_latent(wm_config, (episodes,))
-    prev = jnp.zeros((episodes, spaces.model_action_dim(actor_config)))
-    first = np.ones(episodes, bool)
-    done = np.zeros(episodes, bool)
-    returns = np.zeros(episodes)
-    key, counter = jax.random.key(seed), 0
-    while not done.all():
-        if not random_policy:
-            latent, actions, prev = policy_step(
-                wm_params, actor_params, latent, prev, obs, first, key, counter, deterministic=deterministic
-            )
-            actions = np.asarray(actions)
-        counter += 1
-        first[:] = False
-        for i, env in enumerate(envs):
-            if done[i]:
-                continue
-            a = (
-                env.action_space.sample()
-                if random_policy
-                else spaces.env_action(actor_config, actions[i], env.action_space)
-            )
-            o, r, terminated, truncated, _ = env.step(a)
-            obs[i] = o
-            returns[i] += r
-            done[i] = terminated or truncated
-    for env in envs:
-        env.close()
-    return returns
+    action_space = gym.make(env_id).action_space
+    state = {
+        "latent": wm.initial_latent(wm_config, (episodes,)),
+        "prev": jnp.zeros((episodes, spaces.model_action_dim(actor_config))),
+        "counter": 0,
+    }
+    key = jax.random.key(seed)
+
+    def act(obs: np.ndarray, first: np.ndarray) -> list[Any]:
+        state["latent"], actions, state["prev"] = policy_step(
+            wm_params, actor_params, state["latent"], state["prev"], obs, first, key, state["counter"],
+            deterministic=deterministic,
+        )  # fmt: skip
+        state["counter"] += 1
+        actions = np.asarray(actions)
+        return [spaces.env_action(actor_config, a, action_space) for a in actions]
+
+    return act
 
 
 def _plot(curve: dict[str, Any], path: pathlib.Path) -> None:
@@ -163,7 +213,8 @@ def train_agent(run: RunConfig) -> dict[str, Any]:
 
     start_time = time.perf_counter()
     out = pathlib.Path(run.out) if run.out else None
-    if out is not None:
+    if out is not None:  # before any training: a bad folder fails in a second, not after the run
+        check_out_dir(out, overwrite=run.overwrite)
         out.mkdir(parents=True, exist_ok=True)
     env = gym.make(run.env)
     actor_config = spaces.actor_config_for(env.action_space, distribution=run.distribution, layers=2, units=run.units)
@@ -187,10 +238,9 @@ def train_agent(run: RunConfig) -> dict[str, Any]:
     act_key = jax.random.key(run.seed + 1)
     replayed_per_update = config.batch * config.length
 
-    random_returns = evaluate(
-        run.env, None, None, None, wm_config, actor_config, episodes=run.eval_episodes, deterministic=True,
-        seed=run.seed, random_policy=True,
-    )  # fmt: skip
+    random_returns = evaluate_policy(
+        run.env, random_act(run.env, run.eval_episodes, run.seed), episodes=run.eval_episodes
+    )
     curve: dict[str, Any] = {
         "config": dataclasses.asdict(run),
         "random": _stats(random_returns),
@@ -215,10 +265,11 @@ def train_agent(run: RunConfig) -> dict[str, Any]:
     def do_eval(step: int) -> dict[str, Any]:
         entry = {"env_steps": step, "updates": updates, "wall_s": time.perf_counter() - start_time}
         for mode in ("deterministic", "sampled"):
-            returns = evaluate(
+            act = agent_act(
                 run.env, policy_step, state.wm_params, state.actor_params, wm_config, actor_config,
                 episodes=run.eval_episodes, deterministic=mode == "deterministic", seed=run.seed,
             )  # fmt: skip
+            returns = evaluate_policy(run.env, act, episodes=run.eval_episodes)
             entry[mode] = _stats(returns)
         entry["wall_s"] = time.perf_counter() - start_time
         curve["evals"].append(entry)

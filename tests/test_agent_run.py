@@ -1,0 +1,100 @@
+"""The agent's run plumbing: the shared evaluation protocol, the run folder's safety rules, the CLI."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from dreamer_actor.agent import __main__ as agent_cli
+from dreamer_actor.agent import run as agent_run
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_evaluate_policy_matches_a_plain_gymnasium_loop(env_id):
+    # A fixed open-loop action sequence, so both sides act identically; CartPole episodes end at
+    # different steps, which checks that finished episodes stop accumulating.
+    episodes = 3
+    space = gym.make(env_id).action_space
+    space.seed(7)
+    plan = [space.sample() for _ in range(500)]
+    step = {"t": 0}
+    seen_first = []
+
+    def act(obs, first):
+        assert obs.shape == (episodes, gym.make(env_id).observation_space.shape[0]) and obs.dtype == np.float32
+        seen_first.append(first.copy())
+        action = plan[step["t"]]
+        step["t"] += 1
+        return [action] * episodes
+
+    returns = agent_run.evaluate_policy(env_id, act, episodes=episodes)
+
+    expected = []
+    for i in range(episodes):
+        env = gym.make(env_id)
+        env.reset(seed=agent_run.EVAL_SEED_BASE + i)
+        total, t, done = 0.0, 0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(plan[t])
+            total, t, done = total + reward, t + 1, terminated or truncated
+        expected.append(total)
+    np.testing.assert_allclose(returns, expected, rtol=1e-12)
+    assert seen_first[0].all() and not any(f.any() for f in seen_first[1:])
+
+
+def test_random_act_is_seeded():
+    a = agent_run.random_act("Pendulum-v1", 2, seed=3)
+    b = agent_run.random_act("Pendulum-v1", 2, seed=3)
+    obs, first = np.zeros((2, 3), np.float32), np.ones(2, bool)
+    for _ in range(3):
+        np.testing.assert_array_equal(np.stack(a(obs, first)), np.stack(b(obs, first)))
+
+
+def test_out_dir_rules(tmp_path):
+    check = agent_run.check_out_dir
+    check(tmp_path / "new", overwrite=False)  # missing: fine
+    (tmp_path / "empty").mkdir()
+    check(tmp_path / "empty", overwrite=False)
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="notes.txt"):
+            check(user, overwrite=overwrite)
+    assert (user / "notes.txt").read_text() == "mine"
+
+    previous = tmp_path / "previous"
+    (previous / "actor").mkdir(parents=True)
+    (previous / "curve.json").write_text("{}")
+    (previous / "agent.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        check(previous, overwrite=False)
+    check(previous, overwrite=True)
+
+    only_actor = tmp_path / "only_actor"
+    (only_actor / "actor").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not a previous run"):
+        check(only_actor, overwrite=True)
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        check(a_file, overwrite=True)
+
+
+def test_train_agent_refuses_a_user_folder_before_training(tmp_path):
+    (tmp_path / "data.csv").write_text("1,2")
+    run = agent_run.RunConfig(env="CartPole-v1", steps=10, out=str(tmp_path), progress=False)
+    with pytest.raises(FileExistsError, match="data.csv"):
+        agent_run.train_agent(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_cli_documents_and_parses_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        agent_cli.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for name in agent_cli.HELP:
+        assert "--" + name.replace("_", "-") in text
+    run = agent_cli.parse_args(["--env", "CartPole-v1", "--steps", "123", "--overwrite", "--no-progress"])
+    assert (run.env, run.steps, run.overwrite, run.progress) == ("CartPole-v1", 123, True, False)
