@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_SRC := notebooks/dreamer_actor_walkthrough.py
 NOTEBOOK_IPYNB := build/notebooks/dreamer_actor_walkthrough.ipynb
 
-.PHONY: test demo bench lint install constraints clean notebook
+.PHONY: test demo demo-exact bench compare lint install constraints clean notebook
 
 # The versions that were tested (constraints.txt, made on Python 3.11); `make install CONSTRAINTS=`
 # installs the newest versions pyproject.toml allows instead (e.g. on another Python).
@@ -46,8 +46,20 @@ notebook: $(STAMP)
 	mkdir -p $(dir $(NOTEBOOK_IPYNB))
 	$(BIN)/jupytext --to ipynb --output $(NOTEBOOK_IPYNB) $(NOTEBOOK_SRC)
 
+# The main job: the DreamerV3 agent learns Pendulum-v1 (its defaults, 20k env steps, seed 0) into a
+# new time-stamped folder under runs/ (a previous run is never replaced).
+DEMO_OUT ?= runs/pendulum-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
+	$(BIN)/python -m dreamer_actor.agent --env Pendulum-v1 --out $(DEMO_OUT)
+
+# The fast check of the actor's maths: imagination in an exact JAX copy of Pendulum (~2 minutes).
+demo-exact: $(STAMP)
 	$(BIN)/python -m dreamer_actor.demo
+
+# SB3/sbx SAC and DQN beside the agent (scripts/compare_baselines.py; about 2 hours on 2 cores).
+compare: $(STAMP)
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[compare]"
+	bash scripts/compare_all.sh results/compare
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"

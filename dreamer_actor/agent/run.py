@@ -63,7 +63,7 @@ class RunConfig:
     out: str | None = None
     distribution: str | None = None
     estimator: str = "reinforce"
-    train_ratio: float = 128.0
+    train_ratio: float = 64.0
     warmup: int = 1000
     eval_every: int = 2000
     eval_episodes: int = 20
@@ -74,7 +74,7 @@ class RunConfig:
     units: int = 128
     layers: int = 2
     batch: int = 16
-    length: int = 64
+    length: int = 32
     horizon: int = 15
     discount: float = 0.99
     model_lr: float = 6e-4

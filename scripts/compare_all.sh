@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The seed sweep behind the README's comparison table: the DreamerV3 agent (its defaults, 20k env
+# steps) and sb3/sbx SAC (Pendulum-v1, 20k) and DQN (CartPole-v1, 50k), seeds 0 1 2, one job at a
+# time, every agent scored by the same evaluation (20 fixed-seed episodes every 2,000 env steps).
+# Usage: bash scripts/compare_all.sh [OUT_DIR]   (needs the compare extra: pip install -e ".[compare]")
+set -euo pipefail
+out="${1:-results/compare}"
+python="${PYTHON:-.venv/bin/python}"
+for algo in dreamer sb3 sbx; do
+  for env in Pendulum-v1 CartPole-v1; do
+    "$python" scripts/compare_baselines.py train --algo "$algo" --env "$env" --seeds 0 1 2 \
+      --eval-every 2000 --eval-episodes 20 --out "$out"
+  done
+done
+"$python" scripts/compare_baselines.py table "$out" --json "$out/table.json" | tee "$out/table.md"
