@@ -26,9 +26,10 @@ with `gz = dy * act'(z)` (the activation's own `jax.vjp`: elementwise, XLA fuses
   RMSNorm:    dx = r * (gh - xhat * mean(gh * xhat))
 
 Caveats:
-  * A `custom_vjp` has no forward mode: `jax.jvp`, `jax.jacfwd` and `jax.hessian` raise a
-    `TypeError`. Reverse-over-reverse (`jax.grad` of `jax.grad`) works: the backward is
-    plain differentiable `jnp`.
+  * A `custom_vjp` has no forward mode of its own: `jax.jvp` and `jax.jacfwd` of these
+    functions raise a `TypeError`. Anything over reverse mode works, since the backward is
+    plain differentiable `jnp`: reverse-over-reverse (`jax.grad` of `jax.grad`) and
+    forward-over-reverse (`jax.hessian`).
   * Where the variance clamp is active (a constant row, `var` rounding below zero) the
     backward is that of the unclamped variance. There `xhat` is zero up to rounding, so the
     two differ by rounding only.
@@ -136,7 +137,7 @@ def layer_norm_act(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: floa
 
     Equals `getattr(jax.nn, activation)(nn.LayerNorm(epsilon=eps).apply({"params": {"scale":
     scale, "bias": bias}}, x))` up to float32 rounding (see the module docstring for the maths
-    and caveats: no forward-mode autodiff).
+    and caveats: no forward mode except over reverse mode).
 
     Args:
       x: `[..., F]` floating point (float32, bfloat16, float16, float64); statistics are
