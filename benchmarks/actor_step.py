@@ -150,7 +150,11 @@ def make_setup(w: Workload, seed: int = 0) -> Setup:
 
 
 class Trunk(nn.Module):
-    """The bare trunk: `Actor`'s layers without the distribution head (same parameter names)."""
+    """The bare trunk: `Actor`'s layers without the distribution head (same parameter names).
+
+    Deliberately the naive flax composition (Dense, `nn.LayerNorm`, `jax.nn.silu`), not the
+    Actor's fused norm + activation: ours / bare then measures the fusion too.
+    """
 
     layers: int
     units: int

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from dreamer_actor._src.config import ActorConfig
+from dreamer_actor._src.fused_norm import FusedLayerNormAct, FusedRMSNormAct
 
 
 class RMSNorm(nn.Module):
@@ -72,7 +73,10 @@ def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
 class Actor(nn.Module):
     """MLP actor: `(hidden, stoch) -> raw outputs [..., num_outputs]` float32.
 
-    The trunk is `layers` x (Dense without bias, norm, activation); the output layer is a
+    The trunk is `layers` x (Dense without bias, norm, activation); the norm and the
+    activation are one fused op with a hand-written backward (`_src/fused_norm.py`) whose
+    params are exactly `nn.LayerNorm`'s (`"scale"`, `"bias"`) or `RMSNorm`'s (`"scale"`), so
+    params of the unfused composition load unchanged. The output layer is a
     Dense of `num_outputs` units (the family's `num_outputs(config)`, e.g. `2A` for the
     Gaussians, `A` logits for categorical) initialized with variance scale `output_scale`.
     The module returns arrays only: the family's `head` (`dreamer_actor.policy_head`) turns
@@ -112,7 +116,6 @@ class Actor(nn.Module):
         """Args: `hidden [..., H]`, `stoch [..., Z]` or `[..., S, C]`. Returns `[..., num_outputs]`."""
         dtype = jnp.dtype(self.dtype)
         x = flatten_latent(hidden, stoch).astype(dtype)
-        act = getattr(jax.nn, self.activation)
         for i, width in enumerate(self.hidden_sizes):
             # The norm supplies the shift, so the Dense needs no bias (as DreamerV3).
             x = nn.Dense(
@@ -122,11 +125,16 @@ class Actor(nn.Module):
                 param_dtype=self.param_dtype,
                 name=f"dense_{i}",
             )(x)
+            # norm_i then the activation, fused: XLA CPU compiles autodiff of the unfused pair
+            # into several passes with the scale broadcast to [..., F] (`_src/fused_norm.py`).
             if self.norm == "layer":
-                x = nn.LayerNorm(epsilon=1e-3, dtype=dtype, param_dtype=self.param_dtype, name=f"norm_{i}")(x)
+                x = FusedLayerNormAct(
+                    self.activation, eps=1e-3, dtype=dtype, param_dtype=self.param_dtype, name=f"norm_{i}"
+                )(x)
             elif self.norm == "rms":
-                x = RMSNorm(dtype=dtype, name=f"norm_{i}")(x)
-            x = act(x)
+                x = FusedRMSNormAct(self.activation, eps=1e-4, dtype=dtype, name=f"norm_{i}")(x)
+            else:
+                x = getattr(jax.nn, self.activation)(x)
         out = nn.Dense(
             self.num_outputs,
             dtype=dtype,
