@@ -5,11 +5,12 @@ fixed evaluation seeds by a clear margin, and that `load(DIR)` gives a working p
 """
 
 import json
+import pathlib
+import re
 
 import gymnasium as gym
 import numpy as np
 
-import dreamer_actor.agent as agent
 from dreamer_actor.agent.run import EVAL_SEED_BASE, RunConfig, train_agent
 
 TINY = dict(
@@ -46,18 +47,20 @@ def test_tiny_agent_learns_cartpole(tmp_path):
     saved = json.loads((tmp_path / "curve.json").read_text())
     assert saved["evals"][-1]["env_steps"] == TINY["steps"] and (tmp_path / "curve.png").stat().st_size > 0
 
-    policy = agent.load(tmp_path)
-    env = gym.make("CartPole-v1")
+    # The README's reload snippet, run as written on this run's folder (plus a check of each action).
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## The main job: a DreamerV3 agent") :]
+    section = section[: section.index("\n## ")]
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL) if "load(" in block]
+    assert '"runs/cartpole"' in snippet and "policy(obs)" in snippet
+    snippet = snippet.replace('"runs/cartpole"', repr(str(tmp_path))).replace("policy(obs)", "checked(policy(obs))")
     returns = []
     for episode in range(3):
-        obs, _ = env.reset(seed=EVAL_SEED_BASE + episode)
-        policy.reset()
-        done, total = False, 0.0
-        while not done:
-            action = policy(obs)
-            assert env.action_space.contains(action)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += reward
-            done = terminated or truncated
-        returns.append(total)
+        namespace = {"checked": lambda a: (assert_in_space(a), a)[1]}
+        exec(compile(snippet.replace("seed=0", f"seed={EVAL_SEED_BASE + episode}"), "README.md", "exec"), namespace)
+        returns.append(namespace["total"])
     assert np.mean(returns) > max(2.0 * random["mean"], random["mean"] + 25.0), returns
+
+
+def assert_in_space(action):
+    assert gym.make("CartPole-v1").action_space.contains(action), action
