@@ -12,4 +12,4 @@ for algo in dreamer sb3 sbx; do
       --eval-every 2000 --eval-episodes 20 --out "$out"
   done
 done
-"$python" scripts/compare_baselines.py table "$out" --json "$out/table.json" | tee "$out/table.md"
+"$python" scripts/compare_baselines.py table "$out" --per-seed --json "$out/table.json" | tee "$out/table.md"

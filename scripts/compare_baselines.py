@@ -214,6 +214,31 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(groups: dict[tuple[str, str], list[dict[str, Any]]], thresholds: dict[str, float]) -> str:
+    """One row per run: first evaluation at or above the threshold, return at 20k steps and at the end."""
+    lines = [
+        f"| env | algo | seed | first eval >= threshold (env steps, wall s) | return at {RETURN_AT_STEPS // 1000}k "
+        "| final return (env steps) | total wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (env, algo), curves in sorted(groups.items()):
+        for curve in sorted(curves, key=lambda c: c["seed"]):
+            hit = first_reaching(curve["evals"], thresholds.get(env, math.inf))
+            at = next((e for e in curve["evals"] if e["env_steps"] == RETURN_AT_STEPS), None)
+            final = curve["evals"][-1]
+            cells = [
+                env,
+                algo,
+                str(curve["seed"]),
+                f"{hit['env_steps']} ({hit['wall_s']:.0f} s)" if hit else "not reached",
+                "—" if at is None else f"{at['deterministic']['mean']:.1f} ± {at['deterministic']['std']:.0f}",
+                f"{final['deterministic']['mean']:.1f} ± {final['deterministic']['std']:.0f} ({final['env_steps']})",
+                f"{curve['wall_s']:.0f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(args: argparse.Namespace) -> None:
     thresholds = {**DEFAULT_THRESHOLDS, **dict(args.thresholds or [])}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -226,6 +251,9 @@ def table(args: argparse.Namespace) -> None:
         raise SystemExit(f"no curve.json with evaluations under {args.dir}")
     rows = [summarize(curves, thresholds.get(env, math.inf)) for (env, _), curves in sorted(groups.items())]
     print(markdown_table(rows))
+    if args.per_seed:
+        print()
+        print(per_seed_table(groups, thresholds))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
@@ -282,6 +310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="deterministic mean return that counts as solved (default: Pendulum-v1=-200 CartPole-v1=475)",
     )
     add("--json", type=pathlib.Path, default=None, help="also write the table's numbers to this file")
+    add("--per-seed", action="store_true", help="also print one row per run")
     return parser.parse_args(argv)
 
 
