@@ -64,6 +64,7 @@ compare: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m benchmarks.actor_step
+	$(BIN)/python -m benchmarks.agent_update
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -59,7 +59,7 @@ def test_out_dir_rules(tmp_path):
     user.mkdir()
     (user / "notes.txt").write_text("mine")
     for overwrite in (False, True):
-        with pytest.raises(FileExistsError, match="notes.txt"):
+        with pytest.raises(FileExistsError, match=r"notes\.txt"):
             check(user, overwrite=overwrite)
     assert (user / "notes.txt").read_text() == "mine"
 
@@ -85,7 +85,7 @@ def test_out_dir_rules(tmp_path):
 def test_train_agent_refuses_a_user_folder_before_training(tmp_path):
     (tmp_path / "data.csv").write_text("1,2")
     run = agent_run.RunConfig(env="CartPole-v1", steps=10, out=str(tmp_path), progress=False)
-    with pytest.raises(FileExistsError, match="data.csv"):
+    with pytest.raises(FileExistsError, match=r"data\.csv"):
         agent_run.train_agent(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
 
