@@ -22,10 +22,9 @@ and these are timed, interleaved round by round (`_timing.interleaved`):
   replay_add, replay_sample   the loop's host-side `Replay.add` and `Replay.sample(B, L)`.
 
 Every part is jitted on its own and called on the same inputs (the state before the first
-update; (c) and (d) on the world model after (a)'s step, as in `train_step`). The actor
-objective of `train_step` is a closure there, so (c) times an equivalent written from the same
-public pieces (`actor_objective` below, a line-for-line copy); the benchmark checks it against
-`train_step` (same keys, same state: the actor, critic and world-model losses must agree).
+update; (c) and (d) on the world model after (a)'s step, as in `train_step`): (c) and (d) are
+`train.actor_objective` and `train.critic_objective`, the functions `train_step` calls; the
+benchmark checks the parts against `train_step` (same keys, same state: the losses must agree).
 
 Env steps per second of the training loop at the default train ratio:
 `1 / (t_act + t_env + t_update / updates_per_step)`, `updates_per_step = train_ratio / (B * L)`,
@@ -139,76 +138,6 @@ def build(env_id: str, estimator: str, quick: bool) -> Agent:
 # ----------------------------------------------------------------------------- the update's parts
 
 
-def actor_objective(
-    actor_params: Any,
-    *,
-    model: wm.WorldModel,
-    critic: agent_train.Critic,
-    frozen: Any,
-    slow: Any,
-    start: wm.Latent,
-    start_cont: jax.Array,
-    normalizer_state: da.ReturnNormalizerState,
-    key: jax.Array,
-    actor_config: da.ActorConfig,
-    config: agent_train.AgentConfig,
-) -> tuple[jax.Array, dict[str, Any]]:
-    """`train_step`'s inner `actor_objective`, with its closure's values as arguments (same code)."""
-    sg = jax.lax.stop_gradient
-    bins = wm.twohot_bins(model.config.num_bins)
-    latents, outs = agent_train.imagine(
-        model,
-        frozen,
-        actor_params,
-        actor_config,
-        start,
-        key,
-        horizon=config.horizon,
-        reparameterize=config.estimator != "reinforce",
-    )
-    rew_logits, cont_logit = model.apply(frozen, latents.h, latents.z, method=wm.WorldModel.reward_cont)
-    rewards = wm.twohot_mean(rew_logits, bins)  # [T + 1, N]
-    conts = jax.nn.sigmoid(cont_logit)
-    values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
-    returns = da.lambda_returns(
-        rewards[1:], values[:-1], conts[1:], values[-1], discount=config.discount, lambda_=config.lambda_
-    )
-    weights = da.imagination_weights(conts[1:], config.discount, start_continues=start_cont)
-    norm_state, scale = da.ReturnNormalizer().update(normalizer_state, returns)
-    loss, metrics = da.policy_loss(
-        outs.log_prob,
-        outs.entropy,
-        returns,
-        values[:-1],
-        estimator=config.estimator,
-        rho=config.rho,
-        scale=scale,
-        entropy_coef=config.entropy_coef,
-        weights=weights,
-    )
-    aux = {
-        "latents": sg(latents),
-        "returns": sg(returns),
-        "slow_values": sg(values),
-        "weights": weights,
-        "normalizer": norm_state,
-        "metrics": metrics,
-        "entropy": jnp.mean(sg(outs.entropy)),
-        "imag_reward": jnp.mean(sg(rewards[1:])),
-        "imag_cont": jnp.mean(sg(conts[1:])),
-        "scale": scale,
-        "actor_loss": sg(loss),
-    }
-    return loss, aux
-
-
-def critic_objective(critic_params, *, critic, h, z, returns, slow_values, weights, bins, config):
-    """`train_step`'s inner `critic_objective` (same code)."""
-    logits = critic.apply(critic_params, h, z)
-    loss = wm.twohot_loss(logits, returns, bins) + config.slow_reg * wm.twohot_loss(logits, slow_values[:-1], bins)
-    return jnp.mean(weights * loss)
-
-
 @dataclasses.dataclass
 class Parts:
     """The jitted parts and their fixed inputs (see the module docstring)."""
@@ -247,7 +176,7 @@ def make_parts(agent: Agent, batch: dict[str, jax.Array]) -> Parts:
     @jax.jit
     def actor_grad(actor_params, frozen, slow, start, start_cont, normalizer_state, key):
         return jax.grad(
-            lambda p: actor_objective(
+            lambda p: agent_train.actor_objective(
                 p,
                 model=model,
                 critic=critic,
@@ -266,7 +195,7 @@ def make_parts(agent: Agent, batch: dict[str, jax.Array]) -> Parts:
     @jax.jit
     def critic_grad(critic_params, h, z, returns, slow_values, weights):
         return jax.value_and_grad(
-            lambda p: critic_objective(
+            lambda p: agent_train.critic_objective(
                 p,
                 critic=critic,
                 h=h,

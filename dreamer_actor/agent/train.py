@@ -184,6 +184,77 @@ def imagine(
     return latents, outs
 
 
+def actor_objective(
+    actor_params: Any,
+    *,
+    model: wm.WorldModel,
+    critic: Critic,
+    frozen: Any,
+    slow: Any,
+    start: wm.Latent,
+    start_cont: jax.Array,
+    normalizer_state: da.ReturnNormalizerState,
+    key: jax.Array,
+    actor_config: da.ActorConfig,
+    config: AgentConfig,
+) -> tuple[jax.Array, dict[str, Any]]:
+    """Step 5: the actor's loss on imagination from `start` in the frozen model (`frozen` world-model and
+    `slow` critic params), and what the critic step and the metrics reuse (stop-gradiented)."""
+    sg = jax.lax.stop_gradient
+    bins = wm.twohot_bins(model.config.num_bins)
+    latents, outs = imagine(
+        model,
+        frozen,
+        actor_params,
+        actor_config,
+        start,
+        key,
+        horizon=config.horizon,
+        reparameterize=config.estimator != "reinforce",
+    )
+    rew_logits, cont_logit = model.apply(frozen, latents.h, latents.z, method=wm.WorldModel.reward_cont)
+    rewards = wm.twohot_mean(rew_logits, bins)  # [T + 1, N]
+    conts = jax.nn.sigmoid(cont_logit)
+    values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
+    returns = da.lambda_returns(
+        rewards[1:], values[:-1], conts[1:], values[-1], discount=config.discount, lambda_=config.lambda_
+    )
+    weights = da.imagination_weights(conts[1:], config.discount, start_continues=start_cont)
+    norm_state, scale = da.ReturnNormalizer().update(normalizer_state, returns)
+    loss, metrics = da.policy_loss(
+        outs.log_prob,
+        outs.entropy,
+        returns,
+        values[:-1],
+        estimator=config.estimator,
+        rho=config.rho,
+        scale=scale,
+        entropy_coef=config.entropy_coef,
+        weights=weights,
+    )
+    aux = {
+        "latents": sg(latents),
+        "returns": sg(returns),
+        "slow_values": sg(values),
+        "weights": weights,
+        "normalizer": norm_state,
+        "metrics": metrics,
+        "entropy": jnp.mean(sg(outs.entropy)),
+        "imag_reward": jnp.mean(sg(rewards[1:])),
+        "imag_cont": jnp.mean(sg(conts[1:])),
+        "scale": scale,
+        "actor_loss": sg(loss),
+    }
+    return loss, aux
+
+
+def critic_objective(critic_params, *, critic, h, z, returns, slow_values, weights, bins, config):
+    """Step 6: two-hot cross-entropy to `sg(returns)` plus `slow_reg` times that to the slow critic, weighted."""
+    logits = critic.apply(critic_params, h, z)
+    loss = wm.twohot_loss(logits, returns, bins) + config.slow_reg * wm.twohot_loss(logits, slow_values[:-1], bins)
+    return jnp.mean(weights * loss)
+
+
 def train_step(
     state: AgentState,
     batch: dict[str, jax.Array],
@@ -200,7 +271,6 @@ def train_step(
     model = wm.WorldModel(wm_config)
     critic = Critic(config.critic_units, config.critic_layers, wm_config.num_bins)
     bins = wm.twohot_bins(wm_config.num_bins)
-    normalizer = da.ReturnNormalizer()
     key, wm_key, imag_key = jax.random.split(state.key, 3)
     sg = jax.lax.stop_gradient
 
@@ -218,54 +288,12 @@ def train_step(
     frozen = sg(wm_params)
     slow = sg(state.slow_critic_params)
 
-    def actor_objective(actor_params):
-        latents, outs = imagine(
-            model,
-            frozen,
-            actor_params,
-            actor_config,
-            start,
-            imag_key,
-            horizon=config.horizon,
-            reparameterize=config.estimator != "reinforce",
-        )
-        rew_logits, cont_logit = model.apply(frozen, latents.h, latents.z, method=wm.WorldModel.reward_cont)
-        rewards = wm.twohot_mean(rew_logits, bins)  # [T + 1, N]
-        conts = jax.nn.sigmoid(cont_logit)
-        values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
-        returns = da.lambda_returns(
-            rewards[1:], values[:-1], conts[1:], values[-1], discount=config.discount, lambda_=config.lambda_
-        )
-        weights = da.imagination_weights(conts[1:], config.discount, start_continues=start_cont)
-        norm_state, scale = normalizer.update(state.normalizer, returns)
-        loss, metrics = da.policy_loss(
-            outs.log_prob,
-            outs.entropy,
-            returns,
-            values[:-1],
-            estimator=config.estimator,
-            rho=config.rho,
-            scale=scale,
-            entropy_coef=config.entropy_coef,
-            weights=weights,
-        )
-        aux = {
-            "latents": sg(latents),
-            "returns": sg(returns),
-            "slow_values": sg(values),
-            "weights": weights,
-            "normalizer": norm_state,
-            "metrics": metrics,
-            "entropy": jnp.mean(sg(outs.entropy)),
-            "imag_reward": jnp.mean(sg(rewards[1:])),
-            "imag_cont": jnp.mean(sg(conts[1:])),
-            "scale": scale,
-            "actor_loss": sg(loss),
-        }
-        return loss, aux
-
     # 3. Actor.
-    actor_grads, aux = jax.grad(actor_objective, has_aux=True)(state.actor_params)
+    objective = functools.partial(
+        actor_objective, model=model, critic=critic, frozen=frozen, slow=slow, start=start, start_cont=start_cont,
+        normalizer_state=state.normalizer, key=imag_key, actor_config=actor_config, config=config,
+    )  # fmt: skip
+    actor_grads, aux = jax.grad(objective, has_aux=True)(state.actor_params)
     actor_updates, actor_opt = optimizer(config.actor_lr, config.grad_clip).update(
         actor_grads, state.actor_opt, state.actor_params
     )
@@ -275,14 +303,12 @@ def train_step(
     latents, returns, weights = aux["latents"], aux["returns"], aux["weights"]
     h, z = latents.h[:-1], latents.z[:-1]
 
-    def critic_objective(critic_params):
-        logits = critic.apply(critic_params, h, z)
-        loss = wm.twohot_loss(logits, returns, bins) + config.slow_reg * wm.twohot_loss(
-            logits, aux["slow_values"][:-1], bins
+    critic_loss, critic_grads = jax.value_and_grad(
+        lambda p: critic_objective(
+            p, critic=critic, h=h, z=z, returns=returns, slow_values=aux["slow_values"], weights=weights, bins=bins,
+            config=config,
         )
-        return jnp.mean(weights * loss)
-
-    critic_loss, critic_grads = jax.value_and_grad(critic_objective)(state.critic_params)
+    )(state.critic_params)  # fmt: skip
     critic_updates, critic_opt = optimizer(config.critic_lr, config.grad_clip).update(
         critic_grads, state.critic_opt, state.critic_params
     )
