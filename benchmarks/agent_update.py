@@ -6,7 +6,7 @@ shrinks every size (a smoke run of seconds per configuration). Writes `agent_upd
 
 For each environment (Pendulum-v1, CartPole-v1) and actor-gradient estimator (REINFORCE,
 dynamics), the agent is built exactly as `dreamer_actor.agent.run.train_agent` builds it from
-`RunConfig()` (`spaces.actor_config_for`, `WorldModelConfig`, `RunConfig.agent_config()`), its
+`RunConfig()` (`RunConfig.model_configs`, `RunConfig.agent_config()`), its
 replay is filled with uniform random transitions from the real env (the loop's warm-up policy),
 and these are timed, interleaved round by round (`_timing.interleaved`):
 
@@ -60,7 +60,7 @@ from dreamer_actor.agent import spaces
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 from dreamer_actor.agent.replay import Replay
-from dreamer_actor.agent.run import RunConfig
+from dreamer_actor.agent.run import RunConfig, agent_replay_for
 
 ENVS = ("Pendulum-v1", "CartPole-v1")
 ESTIMATORS = ("reinforce", "dynamics")
@@ -103,23 +103,12 @@ def build(env_id: str, estimator: str, quick: bool) -> Agent:
     run = RunConfig(env=env_id, estimator=estimator, progress=False)
     if quick:
         run = dataclasses.replace(run, **QUICK)
-    # From here to `init_agent`: as in `train_agent`.
     env = gym.make(run.env)
-    actor_config = spaces.actor_config_for(env.action_space, distribution=run.distribution, layers=2, units=run.units)
-    obs_dim = spaces.obs_dim_for(env.observation_space)
-    action_dim = spaces.model_action_dim(actor_config)
-    wm_config = wm.WorldModelConfig(
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        deter=run.deter,
-        stoch=run.stoch,
-        classes=run.classes,
-        units=run.units,
-        layers=run.layers,
-    )
+    actor_config, wm_config = run.model_configs(env)
+    obs_dim, action_dim = wm_config.obs_dim, wm_config.action_dim
     config = run.agent_config()
     state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
-    replay = Replay(min(run.replay_capacity, run.steps * 2 + 10), obs_dim, action_dim, seed=run.seed)
+    replay = agent_replay_for(run, obs_dim, action_dim)
     # Random transitions: the loop's warm-up policy in the real env.
     rng = np.random.default_rng(run.seed)
     obs, _ = env.reset(seed=run.seed)

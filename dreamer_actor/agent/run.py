@@ -84,6 +84,22 @@ class RunConfig:
     overwrite: bool = False
     progress: bool = True
 
+    def model_configs(self, env: Any) -> tuple[Any, wm.WorldModelConfig]:
+        """`(ActorConfig, WorldModelConfig)` for the gymnasium `env`'s spaces and this run's sizes."""
+        actor_config = spaces.actor_config_for(
+            env.action_space, distribution=self.distribution, layers=2, units=self.units
+        )
+        wm_config = wm.WorldModelConfig(
+            obs_dim=spaces.obs_dim_for(env.observation_space),
+            action_dim=spaces.model_action_dim(actor_config),
+            deter=self.deter,
+            stoch=self.stoch,
+            classes=self.classes,
+            units=self.units,
+            layers=self.layers,
+        )
+        return actor_config, wm_config
+
     def agent_config(self) -> agent_train.AgentConfig:
         return agent_train.AgentConfig(
             batch=self.batch,
@@ -217,18 +233,8 @@ def train_agent(run: RunConfig) -> dict[str, Any]:
         check_out_dir(out, overwrite=run.overwrite)
         out.mkdir(parents=True, exist_ok=True)
     env = gym.make(run.env)
-    actor_config = spaces.actor_config_for(env.action_space, distribution=run.distribution, layers=2, units=run.units)
-    obs_dim = spaces.obs_dim_for(env.observation_space)
-    action_dim = spaces.model_action_dim(actor_config)
-    wm_config = wm.WorldModelConfig(
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        deter=run.deter,
-        stoch=run.stoch,
-        classes=run.classes,
-        units=run.units,
-        layers=run.layers,
-    )
+    actor_config, wm_config = run.model_configs(env)
+    obs_dim, action_dim = wm_config.obs_dim, wm_config.action_dim
     config = run.agent_config()
     state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
     update = agent_train.make_update(wm_config, actor_config, config)
