@@ -114,23 +114,31 @@ def train_baseline(
     curve_path.write_text(json.dumps(curve, indent=1))
 
 
+def dreamer_label(estimator: str) -> str:
+    """The table's algo name of a Dreamer run: `dreamer` (REINFORCE, the default) or `dreamer-<estimator>`."""
+    return "dreamer" if estimator == "reinforce" else f"dreamer-{estimator}"
+
+
 def train_dreamer(
-    env_id: str, seed: int, steps: int, eval_every: int, episodes: int, run_dir: pathlib.Path, overwrite: bool
-) -> None:
+    env_id: str, seed: int, steps: int, eval_every: int, episodes: int, run_dir: pathlib.Path, overwrite: bool,
+    estimator: str = "reinforce",
+) -> None:  # fmt: skip
     """Trains the Dreamer agent into `run_dir` and adds the keys shared by every curve to its curve.json."""
     from dreamer_actor.agent.run import RunConfig, train_agent
 
     train_agent(RunConfig(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
-                          out=str(run_dir), overwrite=overwrite, progress=False))  # fmt: skip
+                          estimator=estimator, out=str(run_dir), overwrite=overwrite, progress=False))  # fmt: skip
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text())  # the file, not the returned dict (that holds the agent state)
-    curve.update(algo="dreamer", env=env_id, seed=seed, steps=steps, model="DreamerV3")
+    model = "DreamerV3" if estimator == "reinforce" else f"DreamerV3 ({estimator})"
+    curve.update(algo=dreamer_label(estimator), env=env_id, seed=seed, steps=steps, model=model)
     curve_path.write_text(json.dumps(curve, indent=1))
 
 
 def train(args: argparse.Namespace) -> None:
     steps = args.steps or (DREAMER_STEPS if args.algo == "dreamer" else BASELINE_STEPS[args.env])
-    run_dirs = {seed: args.out / args.algo / args.env / f"seed{seed}" for seed in args.seeds}
+    label = dreamer_label(args.estimator) if args.algo == "dreamer" else args.algo
+    run_dirs = {seed: args.out / label / args.env / f"seed{seed}" for seed in args.seeds}
     for run_dir in run_dirs.values():  # before any training, so a late seed cannot fail after hours of work
         try:
             check_out_dir(run_dir, overwrite=args.overwrite)
@@ -138,11 +146,13 @@ def train(args: argparse.Namespace) -> None:
             raise SystemExit(str(error)) from error
     for seed, run_dir in run_dirs.items():
         if args.algo == "dreamer":
-            train_dreamer(args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir, args.overwrite)
+            train_dreamer(
+                args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir, args.overwrite, args.estimator
+            )
         else:
             train_baseline(args.algo, args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir)
         final = json.loads((run_dir / "curve.json").read_text())["evals"][-1]
-        print(f"{args.algo} {args.env} seed {seed}: final {final['deterministic']['mean']:.1f}", flush=True)
+        print(f"{label} {args.env} seed {seed}: final {final['deterministic']['mean']:.1f}", flush=True)
 
 
 def first_reaching(evals: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
@@ -277,6 +287,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dreamer: this project's agent; sb3/sbx: SAC on Pendulum-v1, DQN on CartPole-v1",
     )
     add("--env", choices=ENVS, required=True, help="gymnasium environment id")
+    add(
+        "--estimator",
+        choices=("reinforce", "dynamics", "mix"),
+        default="reinforce",
+        help="dreamer only: the actor's gradient estimator; runs other than reinforce go to DIR/dreamer-<estimator>/",
+    )
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default: 0 1 2)")
     add(
         "--steps",
