@@ -114,30 +114,34 @@ def train_baseline(
     curve_path.write_text(json.dumps(curve, indent=1))
 
 
-def dreamer_label(estimator: str) -> str:
-    """The table's algo name of a Dreamer run: `dreamer` (REINFORCE, the default) or `dreamer-<estimator>`."""
-    return "dreamer" if estimator == "reinforce" else f"dreamer-{estimator}"
+def dreamer_label(estimator: str, terminal_weight: float = 1.0) -> str:
+    """The table's algo name of a Dreamer run: `dreamer` for the defaults, plus `-<estimator>` and
+    `-tw<terminal_weight>` where those differ from them."""
+    label = "dreamer" if estimator == "reinforce" else f"dreamer-{estimator}"
+    return label if terminal_weight == 1.0 else f"{label}-tw{terminal_weight:g}"
 
 
 def train_dreamer(
     env_id: str, seed: int, steps: int, eval_every: int, episodes: int, run_dir: pathlib.Path, overwrite: bool,
-    estimator: str = "reinforce",
+    estimator: str = "reinforce", terminal_weight: float = 1.0,
 ) -> None:  # fmt: skip
     """Trains the Dreamer agent into `run_dir` and adds the keys shared by every curve to its curve.json."""
     from dreamer_actor.agent.run import RunConfig, train_agent
 
-    train_agent(RunConfig(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
-                          estimator=estimator, out=str(run_dir), overwrite=overwrite, progress=False))  # fmt: skip
+    run = RunConfig(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
+                    estimator=estimator, terminal_weight=terminal_weight, out=str(run_dir), overwrite=overwrite,
+                    progress=False)  # fmt: skip
+    train_agent(run)
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text())  # the file, not the returned dict (that holds the agent state)
     model = "DreamerV3" if estimator == "reinforce" else f"DreamerV3 ({estimator})"
-    curve.update(algo=dreamer_label(estimator), env=env_id, seed=seed, steps=steps, model=model)
+    curve.update(algo=dreamer_label(estimator, terminal_weight), env=env_id, seed=seed, steps=steps, model=model)
     curve_path.write_text(json.dumps(curve, indent=1))
 
 
 def train(args: argparse.Namespace) -> None:
     steps = args.steps or (DREAMER_STEPS if args.algo == "dreamer" else BASELINE_STEPS[args.env])
-    label = dreamer_label(args.estimator) if args.algo == "dreamer" else args.algo
+    label = dreamer_label(args.estimator, args.terminal_weight) if args.algo == "dreamer" else args.algo
     run_dirs = {seed: args.out / label / args.env / f"seed{seed}" for seed in args.seeds}
     for run_dir in run_dirs.values():  # before any training, so a late seed cannot fail after hours of work
         try:
@@ -147,7 +151,15 @@ def train(args: argparse.Namespace) -> None:
     for seed, run_dir in run_dirs.items():
         if args.algo == "dreamer":
             train_dreamer(
-                args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir, args.overwrite, args.estimator
+                args.env,
+                seed,
+                steps,
+                args.eval_every,
+                args.eval_episodes,
+                run_dir,
+                args.overwrite,
+                args.estimator,
+                args.terminal_weight,
             )
         else:
             train_baseline(args.algo, args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir)
@@ -292,6 +304,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("reinforce", "dynamics", "mix"),
         default="reinforce",
         help="dreamer only: the actor's gradient estimator; runs other than reinforce go to DIR/dreamer-<estimator>/",
+    )
+    add(
+        "--terminal-weight",
+        type=float,
+        default=1.0,
+        help="dreamer only: continue-loss weight of terminal steps (default 1, DreamerV3); other values go to "
+        "DIR/dreamer-tw<weight>/",
     )
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default: 0 1 2)")
     add(

@@ -34,6 +34,7 @@ HELP = {
     "actor_lr": "actor Adam learning rate",
     "critic_lr": "critic Adam learning rate",
     "entropy_coef": "actor entropy bonus",
+    "terminal_weight": "weight of terminal steps in the continue head's loss (DreamerV3: 1)",
     "overwrite": "reuse an --out folder that holds a previous run of this agent (only its own files are "
     "replaced; any other content is refused)",
     "progress": "show a tqdm progress bar (--no-progress to hide it)",

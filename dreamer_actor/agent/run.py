@@ -81,6 +81,7 @@ class RunConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     entropy_coef: float = 3e-4
+    terminal_weight: float = 1.0
     overwrite: bool = False
     progress: bool = True
 
@@ -97,6 +98,7 @@ class RunConfig:
             classes=self.classes,
             units=self.units,
             layers=self.layers,
+            terminal_weight=self.terminal_weight,
         )
         return actor_config, wm_config
 

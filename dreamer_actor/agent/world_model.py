@@ -137,6 +137,10 @@ class WorldModelConfig:
       free_nats: free bits of both KL terms (DreamerV3: 1).
       dyn_scale, rep_scale: KL balancing (DreamerV3: 1.0 and 0.1).
       num_bins: two-hot bins of the reward head (and of the agent's critic).
+      terminal_weight: weight of a terminal step's continue loss (DreamerV3: 1, every step alike).
+        Terminals are rare in replay (CartPole-v1: well under 1% of the steps once episodes are
+        long), so a larger weight makes the head fit them; it biases p(continue) down only where
+        the model cannot tell a terminal from a non-terminal.
     """
 
     obs_dim: int
@@ -151,6 +155,7 @@ class WorldModelConfig:
     dyn_scale: float = 1.0
     rep_scale: float = 0.1
     num_bins: int = NUM_BINS
+    terminal_weight: float = 1.0
 
     def __post_init__(self):
         for name in ("obs_dim", "action_dim", "deter", "stoch", "classes", "units", "num_bins"):
@@ -159,6 +164,8 @@ class WorldModelConfig:
                 raise ValueError(f"WorldModelConfig: `{name}` must be a positive int, got {value!r}.")
         if not 0.0 <= self.unimix < 1.0:
             raise ValueError(f"WorldModelConfig: `unimix` must be in [0, 1), got {self.unimix!r}.")
+        if not self.terminal_weight > 0.0:
+            raise ValueError(f"WorldModelConfig: `terminal_weight` must be > 0, got {self.terminal_weight!r}.")
 
     @property
     def feat_dim(self) -> int:
@@ -361,7 +368,8 @@ def world_model_loss(
 
     `loss = mean_{B,L}(dec + rew + cont + dyn_scale * dyn + rep_scale * rep)` with the symlog
     squared error of the decoder (summed over `O`), the two-hot cross-entropy of the reward,
-    the Bernoulli log-loss of the continue flag `1 - terminated`, and the free-bits KL terms.
+    the Bernoulli log-loss of the continue flag `1 - terminated` (times `terminal_weight` at
+    terminal steps), and the free-bits KL terms.
 
     Args:
       batch: `obs [B, L, O]`, `action [B, L, A]` (a_{t-1}), `reward [B, L]`, `is_first [B, L]`,
@@ -376,7 +384,7 @@ def world_model_loss(
     dec_loss = jnp.sum(jnp.square(dec - symlog(batch["obs"])), -1)
     rew_loss = twohot_loss(rew_logits, batch["reward"], twohot_bins(c.num_bins))
     cont_target = 1.0 - batch["terminated"].astype(jnp.float32)
-    cont_loss = optax_sigmoid_bce(cont_logit, cont_target)
+    cont_loss = optax_sigmoid_bce(cont_logit, cont_target) * jnp.where(batch["terminated"], c.terminal_weight, 1.0)
     dyn, rep, kl = kl_losses(post, prior, c.free_nats)
     loss = jnp.mean(dec_loss + rew_loss + cont_loss + c.dyn_scale * dyn + c.rep_scale * rep)
     metrics = {
