@@ -1,5 +1,7 @@
 """The agent's world model: RSSM shapes and resets, balanced KL with free bits, unimix, two-hot."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,26 @@ def test_rssm_shapes(params):
     loss, (_, metrics) = jax.jit(lambda p, b: wm.world_model_loss(model, p, b, jax.random.key(4)))(params, batch)
     assert loss.shape == () and np.isfinite(float(loss))
     assert set(metrics) == {"wm_loss", "dec_loss", "rew_loss", "cont_loss", "kl"}
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_terminal_weight_scales_only_terminal_steps(params, jit):
+    # The continue loss vs a NumPy log-loss on the model's own logits: terminal steps (the last of
+    # each sequence here) count `terminal_weight` times, every other step once.
+    batch = _batch(jax.random.key(5), 3, 7)
+    latents, _, _ = observe(params, batch["obs"], batch["action"], batch["is_first"], jax.random.key(6))
+    _, _, logit = MODEL.apply(params, latents.h, latents.z, method=wm.WorldModel.heads)
+    p_cont = 1.0 / (1.0 + np.exp(-np.asarray(logit, np.float64)))
+    term = np.asarray(batch["terminated"])
+    log_loss = np.where(term, -np.log1p(-p_cont), -np.log(p_cont))
+    for weight in (1.0, 10.0):
+        model = wm.WorldModel(dataclasses.replace(CONFIG, terminal_weight=weight))
+        loss_fn = lambda p, b: wm.world_model_loss(model, p, b, jax.random.key(6))  # noqa: B023
+        _, (_, metrics) = (jax.jit(loss_fn) if jit else loss_fn)(params, batch)
+        expected = np.mean(np.where(term, weight, 1.0) * log_loss)
+        np.testing.assert_allclose(float(metrics["cont_loss"]), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="terminal_weight"):
+        dataclasses.replace(CONFIG, terminal_weight=0.0)
 
 
 def test_straight_through_gradient():
