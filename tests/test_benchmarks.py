@@ -108,3 +108,23 @@ def test_matmul_flops_count_forward_and_backward_products():
     fn, operands, flops = actor_step.trunk_dots(w)
     assert flops == expected
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in fn(*operands))
+
+
+def test_split_input_actor_is_the_actor_without_the_concatenation():
+    """`SplitInputActor` on `Actor`'s own params: the same raw outputs, loss and gradients (float32 sums)."""
+    config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
+    hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
+    stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
+    advantage = jax.random.normal(jax.random.key(2), (5, 7))
+    key = jax.random.key(3)
+    params = actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch)
+    raw = actor_step.da.Actor.from_config(config).apply(params, hidden, stoch)
+    split_raw = actor_step.SplitInputActor(config).apply(params, hidden, stoch)
+    np.testing.assert_allclose(split_raw, raw, rtol=1e-5, atol=1e-6)
+    args = (params, config, hidden, stoch, advantage, key)
+    np.testing.assert_allclose(actor_step.ours_split_loss(*args), actor_step.ours_loss(*args), rtol=1e-5)
+    grads = jax.jit(jax.grad(actor_step.ours_loss))(*args)
+    split_grads = jax.jit(jax.grad(actor_step.ours_split_loss))(*args)
+    assert jax.tree.structure(grads) == jax.tree.structure(split_grads)
+    for g, sg in zip(jax.tree.leaves(grads), jax.tree.leaves(split_grads), strict=True):
+        np.testing.assert_allclose(sg, g, rtol=1e-4, atol=1e-6)
