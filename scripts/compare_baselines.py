@@ -114,34 +114,53 @@ def train_baseline(
     curve_path.write_text(json.dumps(curve, indent=1))
 
 
-def dreamer_label(estimator: str, terminal_weight: float = 1.0) -> str:
-    """The table's algo name of a Dreamer run: `dreamer` for the defaults, plus `-<estimator>` and
-    `-tw<terminal_weight>` where those differ from them."""
-    label = "dreamer" if estimator == "reinforce" else f"dreamer-{estimator}"
-    return label if terminal_weight == 1.0 else f"{label}-tw{terminal_weight:g}"
+# RunConfig fields a Dreamer run may change from the agent's defaults, with their label prefix.
+DREAMER_OPTIONS = {"estimator": "", "terminal_weight": "tw", "discount": "g"}
+
+
+def dreamer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The `DREAMER_OPTIONS` given on the command line (None: the agent's default)."""
+    return {name: getattr(args, name) for name in DREAMER_OPTIONS if getattr(args, name) is not None}
+
+
+def dreamer_label(options: dict[str, Any]) -> str:
+    """The table's algo name of a Dreamer run: `dreamer` at the agent's defaults, plus `-<prefix><value>`
+    for each option that differs from them (e.g. `dreamer-dynamics`, `dreamer-tw10-g0.997`)."""
+    from dreamer_actor.agent.run import RunConfig
+
+    defaults = RunConfig()
+    parts = ["dreamer"]
+    for name, prefix in DREAMER_OPTIONS.items():
+        value = options.get(name, getattr(defaults, name))
+        if value != getattr(defaults, name):
+            parts.append(f"{prefix}{value:g}" if isinstance(value, float) else f"{prefix}{value}")
+    return "-".join(parts)
 
 
 def train_dreamer(
     env_id: str, seed: int, steps: int, eval_every: int, episodes: int, run_dir: pathlib.Path, overwrite: bool,
-    estimator: str = "reinforce", terminal_weight: float = 1.0,
+    options: dict[str, Any],
 ) -> None:  # fmt: skip
-    """Trains the Dreamer agent into `run_dir` and adds the keys shared by every curve to its curve.json."""
+    """Trains the Dreamer agent (`options` override `RunConfig` fields) into `run_dir` and adds the keys
+    shared by every curve to its curve.json."""
     from dreamer_actor.agent.run import RunConfig, train_agent
 
     run = RunConfig(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
-                    estimator=estimator, terminal_weight=terminal_weight, out=str(run_dir), overwrite=overwrite,
-                    progress=False)  # fmt: skip
+                    out=str(run_dir), overwrite=overwrite, progress=False, **options)  # fmt: skip
     train_agent(run)
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text())  # the file, not the returned dict (that holds the agent state)
-    model = "DreamerV3" if estimator == "reinforce" else f"DreamerV3 ({estimator})"
-    curve.update(algo=dreamer_label(estimator, terminal_weight), env=env_id, seed=seed, steps=steps, model=model)
+    model = "DreamerV3" if run.estimator == "reinforce" else f"DreamerV3 ({run.estimator})"
+    curve.update(algo=dreamer_label(options), env=env_id, seed=seed, steps=steps, model=model)
     curve_path.write_text(json.dumps(curve, indent=1))
 
 
 def train(args: argparse.Namespace) -> None:
     steps = args.steps or (DREAMER_STEPS if args.algo == "dreamer" else BASELINE_STEPS[args.env])
-    label = dreamer_label(args.estimator, args.terminal_weight) if args.algo == "dreamer" else args.algo
+    options = dreamer_options(args)
+    if options and args.algo != "dreamer":
+        raise SystemExit(f"--{', --'.join(options).replace('_', '-')}: dreamer runs only")
+    label = dreamer_label(options) if args.algo == "dreamer" else args.algo
     run_dirs = {seed: args.out / label / args.env / f"seed{seed}" for seed in args.seeds}
     for run_dir in run_dirs.values():  # before any training, so a late seed cannot fail after hours of work
         try:
@@ -150,17 +169,7 @@ def train(args: argparse.Namespace) -> None:
             raise SystemExit(str(error)) from error
     for seed, run_dir in run_dirs.items():
         if args.algo == "dreamer":
-            train_dreamer(
-                args.env,
-                seed,
-                steps,
-                args.eval_every,
-                args.eval_episodes,
-                run_dir,
-                args.overwrite,
-                args.estimator,
-                args.terminal_weight,
-            )
+            train_dreamer(args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir, args.overwrite, options)
         else:
             train_baseline(args.algo, args.env, seed, steps, args.eval_every, args.eval_episodes, run_dir)
         final = json.loads((run_dir / "curve.json").read_text())["evals"][-1]
@@ -302,17 +311,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--estimator",
         choices=("reinforce", "dynamics", "mix"),
-        default="reinforce",
-        help="dreamer only: the actor's gradient estimator; runs other than reinforce go to DIR/dreamer-<estimator>/",
+        default=None,
+        help="dreamer only: the actor's gradient estimator (default: the agent's, reinforce)",
     )
     add(
         "--terminal-weight",
         type=float,
-        default=1.0,
-        help="dreamer only: continue-loss weight of terminal steps (default 1, DreamerV3); other values go to "
-        "DIR/dreamer-tw<weight>/",
+        default=None,
+        help="dreamer only: continue-loss weight of terminal steps (default: the agent's, 1 as DreamerV3)",
     )
-    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default: 0 1 2)")
+    add("--discount", type=float, default=None, help="dreamer only: discount of the returns (default: the agent's)")
     add(
         "--steps",
         type=int,
