@@ -321,6 +321,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dreamer only: continue-loss weight of terminal steps (default: the agent's, 1 as DreamerV3)",
     )
     add("--discount", type=float, default=None, help="dreamer only: discount of the returns (default: the agent's)")
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default: 0 1 2)")
     add(
         "--steps",
         type=int,

@@ -22,8 +22,9 @@ _SPEC.loader.exec_module(cb)
     ],
 )
 def test_dreamer_runs_are_labelled_by_what_differs_from_the_defaults(argv, label):
-    args = cb.parse_args(["train", "--algo", "dreamer", "--env", "CartPole-v1", *argv])
+    args = cb.parse_args(["train", "--algo", "dreamer", "--env", "CartPole-v1", "--seeds", "3", "4", *argv])
     assert cb.dreamer_label(cb.dreamer_options(args)) == label
+    assert args.seeds == [3, 4] and args.eval_every == 2000 and args.eval_episodes == 20
 
 
 def test_dreamer_options_are_refused_for_the_baselines(tmp_path):
