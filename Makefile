@@ -56,7 +56,8 @@ demo: $(STAMP)
 demo-exact: $(STAMP)
 	$(BIN)/python -m dreamer_actor.demo
 
-# SB3/sbx SAC and DQN beside the agent (scripts/compare_baselines.py; about 3 hours on 2 cores).
+# SB3/sbx SAC and DQN beside the agent, then the agent with the dynamics estimator
+# (scripts/compare_baselines.py; about 5 hours on 2 cores, one job at a time).
 compare: $(STAMP)
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[compare]"
 	bash scripts/compare_all.sh results/compare
