@@ -338,7 +338,9 @@ def torch_status() -> dict[str, Any]:
         import torch
     except ImportError:
         return {"installed": False, "status": "not installed"}
-    return {"installed": True, "status": "installed", "version": torch.__version__, "threads": torch.get_num_threads()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"installed": True, "status": "installed", "version": torch.__version__, "threads": torch.get_num_threads(),
+            "device": device}  # fmt: skip
 
 
 def torch_compile_works(fn: Callable[..., Any], *args: Any) -> tuple[Callable[..., Any] | None, str, float]:
@@ -363,12 +365,13 @@ class TorchBench:
         from benchmarks import torch_actor
 
         self.torch, self.ta = torch, torch_actor
-        self.model = torch_actor.TorchActor.from_flax(setup.params, setup.config, setup.workload.in_dim)
-        self.hidden = torch.from_numpy(np.array(setup.hidden))
-        self.stoch = torch.from_numpy(np.array(setup.stoch))
-        self.advantage = torch.from_numpy(np.array(setup.advantage))
-        self.scale = torch.from_numpy(np.array(setup.config.scale))
-        self.bias = torch.from_numpy(np.array(setup.config.bias))
+        self.device = device = torch_actor.default_device()
+        self.model = torch_actor.TorchActor.from_flax(setup.params, setup.config, setup.workload.in_dim, device)
+        self.hidden = torch.from_numpy(np.array(setup.hidden)).to(device)
+        self.stoch = torch.from_numpy(np.array(setup.stoch)).to(device)
+        self.advantage = torch.from_numpy(np.array(setup.advantage)).to(device)
+        self.scale = torch.from_numpy(np.array(setup.config.scale)).to(device)
+        self.bias = torch.from_numpy(np.array(setup.config.bias)).to(device)
 
     def head_fn(self) -> Callable[[Any], Any]:
         """Head maths + backward on a raw `[N, 2A]` output (a leaf tensor)."""
@@ -381,6 +384,7 @@ class TorchBench:
             eps = torch.randn_like(mean)
             loss = ta.head_loss(mean, log_std, eps, adv, scale)
             (grad,) = torch.autograd.grad(loss, raw)
+            ta.synchronize(self.device)  # timed to completion, as JAX's block_until_ready
             return grad
 
         return fn
@@ -396,6 +400,7 @@ class TorchBench:
             eps = torch.randn_like(mean)
             loss = ta.head_loss(mean, log_std, eps, adv, scale)
             loss.backward()
+            ta.synchronize(self.device)
             return loss
 
         return fn
@@ -432,7 +437,7 @@ def section_head(args, setups) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if args.torch["installed"]:
         tb = TorchBench(s)
-        raw_t = tb.torch.from_numpy(np.array(raw))
+        raw_t = tb.torch.from_numpy(np.array(raw)).to(tb.device)
         head = tb.head_fn()
         variants["torch_eager"] = lambda: head(raw_t)
         if args.torch_compile:
@@ -669,8 +674,17 @@ def section_platform(args, setups) -> dict[str, Any]:
     if args.torch["installed"]:
         import torch
 
-        at, bt = torch.from_numpy(a_np), torch.from_numpy(b_np)
-        variants["torch"] = lambda: at @ bt
+        from benchmarks import torch_actor
+
+        device = torch_actor.default_device()
+        at, bt = torch.from_numpy(a_np).to(device), torch.from_numpy(b_np).to(device)
+
+        def torch_matmul():
+            out = at @ bt
+            torch_actor.synchronize(device)
+            return out
+
+        variants["torch"] = torch_matmul
     times = T.interleaved(variants, repeats=args.repeats, warmup=args.warmup)
     ratios = {"xla / numpy": ("xla", "numpy")}
     if "torch" in times:
@@ -798,8 +812,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Actor benchmark",
         "",
-        f"{meta['date']} - jax {meta['jax']}, {meta['cpu']} ({meta['cores']} cores), "
-        f"PyTorch: {meta['torch']['status']} {meta['torch'].get('version', '')}"
+        f"{meta['date']} - jax {meta['jax']} on {meta.get('jax_device', 'cpu')}, "
+        f"{meta['cpu']} ({meta['cores']} cores), "
+        f"PyTorch: {meta['torch']['status']} {meta['torch'].get('version', '')} on {meta['torch'].get('device', '-')}"
         f", repeats {meta['repeats']}{', QUICK (tiny shapes)' if meta['quick'] else ''}",
         f"XLA_FLAGS: `{meta['xla_flags'] or '(none)'}`; load average before/after: "
         f"{meta['loadavg_before']} / {meta.get('loadavg_after')}",
@@ -1009,6 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
+        "jax_device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}) x {jax.device_count()}",
         "torch": args.torch,
         "torch_compile": args.torch_compile,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -1,4 +1,6 @@
-"""The PyTorch reference actor: the same tanh-Gaussian policy and loss, written for PyTorch (CPU).
+"""The PyTorch reference actor: the same tanh-Gaussian policy and loss, written for PyTorch.
+
+It runs on `default_device()`: CUDA when torch sees a GPU, else the CPU.
 
 Imported only when torch is installed (`pip install -e ".[bench]"`). It mirrors
 `dreamer_actor` exactly so that timings compare like with like:
@@ -29,6 +31,17 @@ from torch import nn
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _HALF_LOG_2PIE = 0.5 * math.log(2.0 * math.pi * math.e)
 _LOG2 = math.log(2.0)
+
+
+def default_device() -> str:
+    """`"cuda"` when torch sees a GPU, else `"cpu"` (the JAX side runs on JAX's default device)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronize(device: str) -> None:
+    """Waits for queued kernels (CUDA launches are asynchronous; on the CPU there is nothing to wait for)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 class TorchActor(nn.Module):
@@ -83,8 +96,8 @@ class TorchActor(nn.Module):
         return self.head(self.raw(hidden, stoch))
 
     @classmethod
-    def from_flax(cls, params: Any, config: Any, in_dim: int) -> TorchActor:
-        """A `TorchActor` holding a copy of a flax `Actor`'s variables (`config`: its `ActorConfig`)."""
+    def from_flax(cls, params: Any, config: Any, in_dim: int, device: str = "cpu") -> TorchActor:
+        """A `TorchActor` on `device` holding a copy of a flax `Actor`'s variables (`config`: its `ActorConfig`)."""
         if config.distribution != "tanh_normal" or config.norm != "layer" or config.activation != "silu":
             raise ValueError("TorchActor.from_flax: only tanh_normal + LayerNorm + SiLU actors are mirrored.")
         model = cls(
@@ -109,7 +122,7 @@ class TorchActor(nn.Module):
                 model.trunk[3 * i + 1].bias.copy_(tensor(p[f"norm_{i}"]["bias"]))
             model.out.weight.copy_(tensor(p["out"]["kernel"]).T)
             model.out.bias.copy_(tensor(p["out"]["bias"]))
-        return model
+        return model.to(device)
 
 
 def log1m_tanh_sq(u: torch.Tensor) -> torch.Tensor:
@@ -158,8 +171,9 @@ def act(
     scale: torch.Tensor,
     bias: torch.Tensor,
 ) -> np.ndarray:
-    """Acting end to end: host arrays in, a sampled host action `[..., A]` out."""
+    """Acting end to end: host arrays in, a sampled host action `[..., A]` out (on `scale`'s device)."""
+    device = scale.device
     with torch.no_grad():
-        mean, log_std = model(torch.from_numpy(hidden), torch.from_numpy(stoch))
+        mean, log_std = model(torch.from_numpy(hidden).to(device), torch.from_numpy(stoch).to(device))
         u = mean + torch.exp(log_std) * torch.randn_like(mean)
-        return (torch.tanh(u) * scale + bias).numpy()
+        return (torch.tanh(u) * scale + bias).cpu().numpy()

@@ -59,7 +59,9 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     assert "ours / distrax" in sections["head"]["ratios"]
     assert "roofline: ours / matmuls_only" in sections["step"]["S"]["ratios"]
     names = [row["name"] for row in data["targets"]]
-    assert "step S: ours / bare trunk" in names and "head maths: ours / distrax" in names
+    assert "step S: ours / bare flax trunk" in names and "head maths: ours / distrax" in names
+    assert "ours_split_input / ours" in sections["step"]["S"]["ratios"]
+    assert data["meta"]["jax_device"].startswith(jax.devices()[0].platform)
     markdown = (tmp_path / "actor_step.md").read_text()
     assert "## Targets" in markdown and "## Head maths alone" in markdown
 
