@@ -222,13 +222,7 @@ class SplitInputActor(nn.Module):
 
 def ours_split_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:
     """`ours_loss` with `SplitInputActor`'s first layer (the input concatenation experiment)."""
-    raw = SplitInputActor(config).apply(params, hidden, stoch)
-    outputs = da.policy_head(raw, config)
-    _, u = da.policy_sample(key, outputs, config)
-    log_prob = da.policy_log_prob(outputs, config, raw_sample=u)
-    entropy = da.policy_entropy(outputs, config, raw_sample=u)
-    loss, _ = da.actor_loss(log_prob, entropy, advantage, entropy_coef=ENTROPY_COEF)
-    return loss
+    return ours_head_loss(SplitInputActor(config).apply(params, hidden, stoch), config, advantage, key)
 
 
 def distrax_head_loss(mean, log_std, config, advantage, key) -> jax.Array:
