@@ -1,0 +1,103 @@
+"""The probes behind benchmarks/README.md's "Round two" findings (issue #11), one process each section.
+
+`python -m benchmarks.round_two_probes products` times each matrix product of the S step alone
+(forward, weight gradient, input gradient of layer 0 and of a 256 x 256 layer) in XLA, PyTorch
+and numpy; `act` splits `act` at batch 1 and 16 (config as an argument vs closed over,
+`Actor.apply` alone, host vs device inputs); `small-matmul` times the `[B, 1536] x [1536, 256]`
+product at B = 1, 16, 256 in XLA and numpy (run it under different `XLA_FLAGS` to compare flags).
+Variants are interleaved round by round; medians are printed.
+"""
+
+# ruff: noqa: B023  (every lambda is called inside the loop iteration that made it)
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import dreamer_actor as da
+
+
+def interleaved(fns: dict, rounds: int = 5, calls: int = 1) -> dict[str, float]:
+    """Median seconds per call of each zero-arg function, variants interleaved round by round."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                jax.block_until_ready(fn())
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: float(np.median(v)) for name, v in samples.items()}
+
+
+def products() -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    rng = np.random.default_rng(0)
+    n = 15360
+    for name, (k, m) in {"layer 0 (1536 x 256)": (1536, 256), "layer 1 (256 x 256)": (256, 256)}.items():
+        x, w, g = (rng.standard_normal(s, dtype=np.float32) for s in ((n, k), (k, m), (n, m)))
+        jx, jw, jg = map(jnp.asarray, (x, w, g))
+        tx, tw, tg = map(torch.from_numpy, (x, w, g))
+        fwd, dw = jax.jit(lambda x, w: x @ w), jax.jit(lambda x, g: jax.lax.dot_general(x, g, (((0,), (0,)), ((), ()))))
+        dx = jax.jit(lambda g, w: jax.lax.dot_general(g, w, (((1,), (1,)), ((), ()))))
+        cases = {
+            "fwd x @ W": {"xla": lambda: fwd(jx, jw), "torch": lambda: tx @ tw, "numpy": lambda: x @ w},
+            "dW x^T @ g": {"xla": lambda: dw(jx, jg), "torch": lambda: tx.T @ tg, "numpy": lambda: x.T @ g},
+            "dx g @ W^T": {"xla": lambda: dx(jg, jw), "torch": lambda: tg @ tw.T, "numpy": lambda: g @ w.T},
+        }
+        for case, fns in cases.items():
+            t = interleaved(fns)
+            cells = "  ".join(f"{k} {v * 1e3:7.2f} ms" for k, v in t.items())
+            print(f"{name} {case:12s} {cells}  xla/torch {t['xla'] / t['torch']:.2f}", flush=True)
+
+
+def act() -> None:
+    rng = np.random.default_rng(0)
+    for batch in (1, 16):
+        cfg = da.ActorConfig.create(-1.0, 1.0, action_dim=6, layers=3, units=256)
+        h = rng.standard_normal((batch, 512), dtype=np.float32)
+        z = np.eye(32, dtype=np.float32)[rng.integers(0, 32, (batch, 32))]
+        params, key = da.Actor.from_config(cfg).init(jax.random.key(0), h, z), jax.random.key(1)
+        hd, zd = jnp.asarray(h), jnp.asarray(z)
+        as_arg = jax.jit(functools.partial(da.act, training=False))
+        closed = jax.jit(lambda p, h, z, k: da.act(p, cfg, h, z, k, training=False))
+        apply = jax.jit(lambda p, h, z: da.Actor.from_config(cfg).apply(p, h, z))
+        t = interleaved({
+            "act(p, cfg, host)": lambda: np.asarray(as_arg(params, cfg, h, z, key)),
+            "act(p, cfg, device)": lambda: np.asarray(as_arg(params, cfg, hd, zd, key)),
+            "act, cfg closed over, host": lambda: np.asarray(closed(params, h, z, key)),
+            "Actor.apply alone, host": lambda: np.asarray(apply(params, h, z)),
+        }, rounds=7, calls=200)  # fmt: skip
+        print(f"batch {batch}: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
+
+
+def small_matmul() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1536, 256), dtype=np.float32)
+    jw, mm = jnp.asarray(w), jax.jit(lambda x, w: x @ w)
+    cells = []
+    for batch in (1, 16, 256):
+        x = rng.standard_normal((batch, 1536), dtype=np.float32)
+        jx = jnp.asarray(x)
+        t = interleaved({"xla": lambda: mm(jx, jw), "numpy": lambda: x @ w}, rounds=7, calls=300)
+        cells.append(f"B={batch}: xla {t['xla'] * 1e6:.0f} us, numpy {t['numpy'] * 1e6:.0f} us")
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: " + "; ".join(cells))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("section", choices=("products", "act", "small-matmul"))
+    section = parser.parse_args().section
+    {"products": products, "act": act, "small-matmul": small_matmul}[section]()
