@@ -3,8 +3,11 @@
 `python -m benchmarks.round_two_probes products` times each matrix product of the S step alone
 (forward, weight gradient, input gradient of layer 0 and of a 256 x 256 layer) in XLA, PyTorch
 and numpy; `act` splits `act` at batch 1 and 16 (config as an argument vs closed over,
-`Actor.apply` alone, host vs device inputs); `small-matmul` times the `[B, 1536] x [1536, 256]`
-product at B = 1, 16, 256 in XLA and numpy (run it under different `XLA_FLAGS` to compare flags).
+`Actor.apply` alone, host vs device inputs, the split-input first layer); `small-matmul` times
+the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy (run it under
+different `XLA_FLAGS` to compare flags);
+`profile` runs the jitted S training step under `jax.profiler` and splits its time by what each
+XLA thunk computes (`--quick`: tiny shapes, to check the mechanism).
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -12,8 +15,14 @@ Variants are interleaved round by round; medians are printed.
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import glob
+import gzip
+import json
 import os
+import re
+import tempfile
 import time
 import warnings
 
@@ -64,6 +73,8 @@ def products() -> None:
 
 
 def act() -> None:
+    from benchmarks import actor_step
+
     rng = np.random.default_rng(0)
     for batch in (1, 16):
         cfg = da.ActorConfig.create(-1.0, 1.0, action_dim=6, layers=3, units=256)
@@ -74,11 +85,13 @@ def act() -> None:
         as_arg = jax.jit(functools.partial(da.act, training=False))
         closed = jax.jit(lambda p, h, z, k: da.act(p, cfg, h, z, k, training=False))
         apply = jax.jit(lambda p, h, z: da.Actor.from_config(cfg).apply(p, h, z))
+        split = jax.jit(lambda p, h, z: actor_step.SplitInputActor(cfg).apply(p, h, z))
         t = interleaved({
             "act(p, cfg, host)": lambda: np.asarray(as_arg(params, cfg, h, z, key)),
             "act(p, cfg, device)": lambda: np.asarray(as_arg(params, cfg, hd, zd, key)),
             "act, cfg closed over, host": lambda: np.asarray(closed(params, h, z, key)),
             "Actor.apply alone, host": lambda: np.asarray(apply(params, h, z)),
+            "SplitInputActor.apply alone, host": lambda: np.asarray(split(params, h, z)),
         }, rounds=7, calls=200)  # fmt: skip
         print(f"batch {batch}: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
 
@@ -96,8 +109,93 @@ def small_matmul() -> None:
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: " + "; ".join(cells))
 
 
+# `%name = shape opcode(operands), attributes`; a tuple's shape has spaces, so the shape is non-greedy.
+_INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][\w-]*)\((.*)$")
+
+
+def thunk_categories(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> category, for every instruction of an optimized HLO module's ENTRY.
+
+    Categories: "matrix products" (a `dot`, or a fusion whose computation holds one),
+    "input concatenation" (the `[..., H + Z]` input: a concatenate the Actor traced),
+    "materialized broadcasts" (a fusion that only broadcasts), "layout copies" (transposes
+    and copies feeding products), "norm + activation" (what the `norm_i` modules traced),
+    and "head, loss, noise" (everything else).
+    """
+    computations, name = {}, None
+    for line in hlo_text.splitlines():
+        if line and not line.startswith(" ") and "{" in line and "(" in line:
+            name = line.split()[0].lstrip("%") if not line.startswith("ENTRY") else "ENTRY"
+            computations[name] = []
+        elif name is not None:
+            computations[name].append(line)
+    out = {}
+    for line in computations.get("ENTRY", []):
+        m = _INSTR.match(line)
+        if m is None:
+            continue
+        instr, _, opcode, rest = m.groups()
+        called = re.search(r"calls=%([\w.\-]+)", rest)
+        body = "\n".join(computations.get(called.group(1), [])) if called else ""
+        op_match = re.search(r'op_name="([^"]*)"', rest)
+        op_name = op_match.group(1) if op_match else ""
+        if opcode == "dot" or " dot(" in body:
+            out[instr] = "matrix products"
+        elif "concatenate" in opcode + instr and "Actor" in op_name and "/norm_" not in op_name:
+            out[instr] = "input concatenation"
+        elif instr.startswith("wrapped_broadcast"):
+            out[instr] = "materialized broadcasts"
+        elif instr.startswith(("copy", "transpose")):
+            out[instr] = "layout copies"
+        elif "/norm_" in op_name:
+            out[instr] = "norm + activation"
+        else:
+            out[instr] = "head, loss, noise"
+    return out
+
+
+def profile(quick: bool, steps: int = 5) -> dict[str, float]:
+    """Seconds per S step spent in each `thunk_categories` category (and the wall time)."""
+    from benchmarks import actor_step
+
+    s = actor_step.make_setup(actor_step.workloads(quick)["S"])
+    args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+    compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
+    categories = thunk_categories(compiled.as_text())
+    for _ in range(3):
+        jax.block_until_ready(compiled(*args))
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            start = time.perf_counter()
+            for _ in range(steps):
+                jax.block_until_ready(compiled(*args))
+            wall = (time.perf_counter() - start) / steps
+        (trace,) = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(trace) as f:
+            events = json.load(f)["traceEvents"]
+    totals = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in categories:
+            totals[categories[e["name"]]] += e["dur"] * 1e-6 / steps
+    result = {"wall": wall, **{k: totals.get(k, 0.0) for k in sorted(set(categories.values()))}}
+    print(f"S step ({s.workload.states} states): wall {wall * 1e3:.1f} ms per step, {steps} steps traced")
+    for k, v in result.items():
+        if k != "wall":
+            print(f"  {k:24s} {v * 1e3:8.2f} ms  ({v / wall:5.1%} of wall)")
+    print(
+        "  (Eigen dots run asynchronously: their thunk events time the launch, so 'matrix products' is a lower "
+        "bound and the wall time minus the other rows an upper one.)",
+        flush=True,
+    )
+    return result
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("section", choices=("products", "act", "small-matmul"))
-    section = parser.parse_args().section
-    {"products": products, "act": act, "small-matmul": small_matmul}[section]()
+    parser.add_argument("section", choices=("products", "act", "small-matmul", "profile"))
+    parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
+    parsed = parser.parse_args()
+    if parsed.section == "profile":
+        profile(parsed.quick)
+    else:
+        {"products": products, "act": act, "small-matmul": small_matmul}[parsed.section]()

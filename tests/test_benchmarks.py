@@ -7,8 +7,10 @@ compute the same loss (a benchmark of a different computation would mean nothing
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
+import re
 import subprocess
 import sys
 import warnings
@@ -130,3 +132,33 @@ def test_split_input_actor_is_the_actor_without_the_concatenation():
     assert jax.tree.structure(grads) == jax.tree.structure(split_grads)
     for g, sg in zip(jax.tree.leaves(grads), jax.tree.leaves(split_grads), strict=True):
         np.testing.assert_allclose(sg, g, rtol=1e-4, atol=1e-6)
+
+
+def test_thunk_categories_name_what_each_instruction_of_the_step_computes():
+    """Every ENTRY instruction of the compiled step gets a category; the products, the Actor's input
+    concatenation and the norm modules are found where the HLO has them."""
+    from benchmarks import round_two_probes
+
+    config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
+    hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
+    stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
+    args = (None, config, hidden, stoch, jax.random.normal(jax.random.key(2), (5, 7)), jax.random.key(3))
+    args = (actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch), *args[1:])
+    text = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile().as_text()
+    categories = round_two_probes.thunk_categories(text)
+    entry = text[text.index("\nENTRY") :]
+    names = {m.group(1) for m in re.finditer(r"\n\s*(?:ROOT )?%([\w.\-]+) = ", entry)}
+    assert set(categories) == names
+    assert categories[next(n for n in names if n.startswith("concatenate"))] == "input concatenation"
+    counts = collections.Counter(categories.values())
+    # 3 Dense layers: 3 forward products and 3 weight gradients at least.
+    assert counts["matrix products"] >= 6
+    assert counts["norm + activation"] >= 2
+    assert set(counts) <= {
+        "matrix products",
+        "input concatenation",
+        "materialized broadcasts",
+        "layout copies",
+        "norm + activation",
+        "head, loss, noise",
+    }

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from dreamer_actor._src.config import ActorConfig
+from dreamer_actor._src.dense import Dense
 from dreamer_actor._src.fused_norm import FusedLayerNormAct, FusedRMSNormAct
 
 
@@ -75,8 +76,9 @@ class Actor(nn.Module):
 
     The trunk is `layers` x (Dense without bias, norm, activation); the norm and the
     activation are one fused op with a hand-written backward (`_src/fused_norm.py`) whose
-    params are exactly `nn.LayerNorm`'s (`"scale"`, `"bias"`) or `RMSNorm`'s (`"scale"`), so
-    params of the unfused composition load unchanged. The output layer is a
+    params are exactly `nn.LayerNorm`'s (`"scale"`, `"bias"`) or `RMSNorm`'s (`"scale"`), and
+    each Dense is `_src/dense.py`'s (`nn.Dense`'s params and outputs, a weight gradient XLA CPU
+    runs faster), so params of the plain flax composition load unchanged. The output layer is a
     Dense of `num_outputs` units (the family's `num_outputs(config)`, e.g. `2A` for the
     Gaussians, `A` logits for categorical) initialized with variance scale `output_scale`.
     The module returns arrays only: the family's `head` (`dreamer_actor.policy_head`) turns
@@ -118,7 +120,7 @@ class Actor(nn.Module):
         x = flatten_latent(hidden, stoch).astype(dtype)
         for i, width in enumerate(self.hidden_sizes):
             # The norm supplies the shift, so the Dense needs no bias (as DreamerV3).
-            x = nn.Dense(
+            x = Dense(
                 width,
                 use_bias=self.norm == "none",
                 dtype=dtype,
@@ -135,7 +137,7 @@ class Actor(nn.Module):
                 x = FusedRMSNormAct(self.activation, eps=1e-4, dtype=dtype, name=f"norm_{i}")(x)
             else:
                 x = getattr(jax.nn, self.activation)(x)
-        out = nn.Dense(
+        out = Dense(
             self.num_outputs,
             dtype=dtype,
             param_dtype=self.param_dtype,
