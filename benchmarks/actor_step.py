@@ -52,6 +52,7 @@ with warnings.catch_warnings():
     import dreamer_actor as da
 
 from benchmarks import _timing as T
+from dreamer_actor._src.dense import Dense, dense
 from dreamer_actor._src.fused_norm import FusedLayerNormAct
 
 SECTIONS = ("head", "step", "act", "compile", "memory", "scaling", "platform", "flags")
@@ -153,8 +154,8 @@ def make_setup(w: Workload, seed: int = 0) -> Setup:
 class Trunk(nn.Module):
     """The bare trunk: `Actor`'s layers without the distribution head (same parameter names).
 
-    Deliberately the naive flax composition (Dense, `nn.LayerNorm`, `jax.nn.silu`), not the
-    Actor's fused norm + activation: ours / bare then measures the fusion too.
+    Deliberately the naive flax composition (`nn.Dense`, `nn.LayerNorm`, `jax.nn.silu`), not the
+    Actor's `_src/dense.py` and fused norm + activation: ours / bare then measures both too.
     """
 
     layers: int
@@ -188,7 +189,10 @@ def ours_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:
 
 
 class SplitDense(nn.Module):
-    """`concat(hidden, flat) @ kernel` computed as `hidden @ kernel[:H] + flat @ kernel[H:]` (no bias)."""
+    """`concat(hidden, flat) @ kernel` computed as `hidden @ kernel[:H] + flat @ kernel[H:]` (no bias).
+
+    Each product is the Actor's `dense` (the same weight-gradient formulation as `Actor`'s layers).
+    """
 
     units: int
 
@@ -196,7 +200,7 @@ class SplitDense(nn.Module):
     def __call__(self, hidden: jax.Array, flat: jax.Array) -> jax.Array:
         split = hidden.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (split + flat.shape[-1], self.units))
-        return hidden @ kernel[:split] + flat @ kernel[split:]
+        return dense(hidden, kernel[:split]) + dense(flat, kernel[split:])
 
 
 class SplitInputActor(nn.Module):
@@ -215,9 +219,9 @@ class SplitInputActor(nn.Module):
         x = SplitDense(c.units, name="dense_0")(hidden, stoch.reshape(*stoch.shape[:-2], -1))
         for i in range(c.layers):
             if i > 0:
-                x = nn.Dense(c.units, use_bias=False, name=f"dense_{i}")(x)
+                x = Dense(c.units, use_bias=False, name=f"dense_{i}")(x)
             x = FusedLayerNormAct(c.activation, eps=1e-3, name=f"norm_{i}")(x)
-        return nn.Dense(c.family.num_outputs(c), name="out")(x)
+        return Dense(c.family.num_outputs(c), name="out")(x)
 
 
 def ours_split_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:

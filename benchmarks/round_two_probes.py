@@ -117,7 +117,7 @@ def thunk_categories(hlo_text: str) -> dict[str, str]:
     """Instruction name -> category, for every instruction of an optimized HLO module's ENTRY.
 
     Categories: "matrix products" (a `dot`, or a fusion whose computation holds one),
-    "input concatenation" (the `[..., H + Z]` input: a concatenate the Actor traced),
+    "input concatenation" (the `[..., H + Z]` input, which `Actor` concatenates in its own scope),
     "materialized broadcasts" (a fusion that only broadcasts), "layout copies" (transposes
     and copies feeding products), "norm + activation" (what the `norm_i` modules traced),
     and "head, loss, noise" (everything else).
@@ -141,7 +141,7 @@ def thunk_categories(hlo_text: str) -> dict[str, str]:
         op_name = op_match.group(1) if op_match else ""
         if opcode == "dot" or " dot(" in body:
             out[instr] = "matrix products"
-        elif "concatenate" in opcode + instr and "Actor" in op_name and "/norm_" not in op_name:
+        elif op_name.endswith("jvp(Actor)/concatenate"):  # `flatten_latent`, traced in Actor's own scope
             out[instr] = "input concatenation"
         elif instr.startswith("wrapped_broadcast"):
             out[instr] = "materialized broadcasts"
