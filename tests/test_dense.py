@@ -7,7 +7,8 @@ Tolerances, as max |got - ref| / max |ref| over the array:
   * bfloat16 compute: the gradients vs the float32 run on the same (bfloat16-exact) inputs:
     3 * 2^-8 (the bfloat16 unit roundoff, tripled for rounding the product's inputs and output).
   * `check_grads` (float32 finite differences, eps 1e-3): jax's float32 default 2e-3, first order
-    and reverse over reverse; no forward mode (a `custom_vjp`: `jax.jvp` raises `TypeError`).
+    and reverse over reverse; no forward mode (a `custom_vjp`: `jax.jvp` raises `TypeError`),
+    but forward over reverse (`jax.hessian`) equals plain autodiff's to 2e-6.
 """
 
 import jax
@@ -81,11 +82,14 @@ def test_bfloat16_compute_is_the_float32_run_rounded():
         assert _rel(got, ref) <= 3 * 2.0**-8
 
 
-def test_check_grads_first_order_and_reverse_over_reverse_and_no_forward_mode():
+def test_check_grads_reverse_over_reverse_hessian_and_no_forward_mode():
     x, kernel = _normal(0, (5, 6)), _normal(1, (6, 3), 0.5)
     check_grads(lambda x, k: jnp.tanh(dense(x, k)), (x, kernel), order=2, modes=["rev"], eps=1e-3)
     with pytest.raises(TypeError):
         jax.jvp(dense, (x, kernel), (x, kernel))
+    # Forward over reverse: the Hessian in the kernel equals plain autodiff's of `x @ W`.
+    hessian = jax.hessian(lambda k: jnp.sum(jnp.tanh(dense(x, k))))(kernel)
+    assert _rel(hessian, jax.hessian(lambda k: jnp.sum(jnp.tanh(x @ k)))(kernel)) <= TOL32
 
 
 def test_vmap_of_the_gradient_is_the_loop_of_gradients():
