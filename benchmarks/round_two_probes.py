@@ -7,7 +7,10 @@ and numpy; `act` splits `act` at batch 1 and 16 (config as an argument vs closed
 the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy (run it under
 different `XLA_FLAGS` to compare flags);
 `profile` runs the jitted S training step under `jax.profiler` and splits its time by what each
-XLA thunk computes (`--quick`: tiny shapes, to check the mechanism).
+XLA thunk computes (`--quick`: tiny shapes, to check the mechanism); `dense` times the S and L
+steps with the Actor's layers as `nn.Dense` vs `_src/dense.py`, and the first layer's weight
+gradient alone in each form; `agent-dense` times the agent's update with flax's `nn.Dense` +
+`nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -190,12 +193,108 @@ def profile(quick: bool, steps: int = 5) -> dict[str, float]:
     return result
 
 
+def _ratios(samples: dict[str, list[float]], base: str) -> str:
+    """Medians, and each variant's per-round ratio to `base` (median, min-max)."""
+    cells = []
+    for name, v in samples.items():
+        r = np.array(v) / np.array(samples[base])
+        cells.append(f"{name} {np.median(v) * 1e3:.1f} ms ({np.median(r):.3f}, {r.min():.3f}-{r.max():.3f})")
+    return "; ".join(cells)
+
+
+def _rounds(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of one call of each zero-arg function per round, interleaved, after one warm-up call."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def dense_ab(rounds: int = 11) -> None:
+    import torch
+    from flax import linen as nn
+
+    import dreamer_actor._src.networks as networks
+    from benchmarks import actor_step
+    from dreamer_actor._src.dense import Dense, dense
+
+    for workload in ("S", "L"):
+        s = actor_step.make_setup(actor_step.workloads(False)[workload])
+        args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+        fns = {}
+        for name, module in (("nn.Dense", nn.Dense), ("_src/dense.py", Dense)):
+            networks.Dense = module  # the Actor looks its Dense up at trace time
+            compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
+            fns[name] = lambda compiled=compiled: compiled(*args)
+        networks.Dense = Dense
+        print(f"step {workload}, (ratio to nn.Dense): {_ratios(_rounds(fns, rounds), 'nn.Dense')}", flush=True)
+
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((15360, 1536), dtype=np.float32), rng.standard_normal((15360, 256), dtype=np.float32)
+    jx, jg, kernel = jnp.asarray(x), jnp.asarray(g), jnp.zeros((1536, 256))
+    autodiff = jax.jit(jax.grad(lambda k, x, g: jnp.sum((x @ k) * g)))
+    ours = jax.jit(jax.grad(lambda k, x, g: jnp.sum(dense(x, k) * g)))
+    tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+    fns = {
+        "autodiff of x @ W": lambda: autodiff(kernel, jx, jg),
+        "_src/dense.py": lambda: ours(kernel, jx, jg),
+        "numpy x^T g": lambda: x.T @ g,
+        "torch x^T g": lambda: tx.T @ tg,
+    }
+    print(f"first layer's weight gradient: {_ratios(_rounds(fns, rounds), 'autodiff of x @ W')}", flush=True)
+
+
+def agent_dense(rounds: int = 9) -> None:
+    from flax import linen as nn
+
+    import dreamer_actor._src.networks as networks
+    from benchmarks import agent_update
+    from dreamer_actor.agent import train as agent_train
+    from dreamer_actor.agent import world_model
+
+    class FlaxLayerNormSiLU(nn.Module):
+        """`nn.LayerNorm` then SiLU with `FusedLayerNormAct`'s param names (so the same state fits)."""
+
+        activation: str = "silu"
+        eps: float = 1e-3
+
+        @nn.compact
+        def __call__(self, x):
+            params = {
+                "scale": self.param("scale", nn.initializers.ones, x.shape[-1:]),
+                "bias": self.param("bias", nn.initializers.zeros, x.shape[-1:]),
+            }
+            return jax.nn.silu(nn.LayerNorm(epsilon=self.eps).apply({"params": params}, x))
+
+    library = (world_model.Dense, world_model.FusedLayerNormAct, networks.Dense)
+    for env_id in ("Pendulum-v1", "CartPole-v1"):
+        agent = agent_update.build(env_id, "reinforce", quick=False)
+        c = agent.config
+        batch = {k: jnp.asarray(v) for k, v in agent.replay.sample(c.batch, c.length).items()}
+        fns = {}
+        for name, blocks in (("flax", (nn.Dense, FlaxLayerNormSiLU, nn.Dense)), ("library", library)):
+            world_model.Dense, world_model.FusedLayerNormAct, networks.Dense = blocks
+            update = agent_train.make_update(agent.wm_config, agent.actor_config, c)
+            fns[name] = agent_update.make_update_fn(agent, update, batch)
+            jax.block_until_ready(fns[name]())  # traced (and compiled) with these blocks
+        world_model.Dense, world_model.FusedLayerNormAct, networks.Dense = library
+        print(f"agent update {env_id}, REINFORCE: {_ratios(_rounds(fns, rounds), 'flax')}", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("section", choices=("products", "act", "small-matmul", "profile"))
+    sections = ("products", "act", "small-matmul", "profile", "dense", "agent-dense")
+    parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
     parsed = parser.parse_args()
     if parsed.section == "profile":
         profile(parsed.quick)
     else:
-        {"products": products, "act": act, "small-matmul": small_matmul}[parsed.section]()
+        run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
+        run["agent-dense"] = agent_dense
+        run[parsed.section]()
