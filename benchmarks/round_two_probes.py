@@ -38,8 +38,8 @@ with warnings.catch_warnings():
     import dreamer_actor as da
 
 
-def interleaved(fns: dict, rounds: int = 5, calls: int = 1) -> dict[str, float]:
-    """Median seconds per call of each zero-arg function, variants interleaved round by round."""
+def rounds_of(fns: dict, rounds: int = 5, calls: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each zero-arg function in each round, variants interleaved round by round."""
     for fn in fns.values():
         jax.block_until_ready(fn())
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -49,7 +49,12 @@ def interleaved(fns: dict, rounds: int = 5, calls: int = 1) -> dict[str, float]:
             for _ in range(calls):
                 jax.block_until_ready(fn())
             samples[name].append((time.perf_counter() - start) / calls)
-    return {name: float(np.median(v)) for name, v in samples.items()}
+    return samples
+
+
+def interleaved(fns: dict, rounds: int = 5, calls: int = 1) -> dict[str, float]:
+    """Median seconds per call of each zero-arg function (`rounds_of`)."""
+    return {name: float(np.median(v)) for name, v in rounds_of(fns, rounds, calls).items()}
 
 
 def products() -> None:
@@ -202,19 +207,6 @@ def _ratios(samples: dict[str, list[float]], base: str) -> str:
     return "; ".join(cells)
 
 
-def _rounds(fns: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds of one call of each zero-arg function per round, interleaved, after one warm-up call."""
-    for fn in fns.values():
-        jax.block_until_ready(fn())
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
 def dense_ab(rounds: int = 11) -> None:
     import torch
     from flax import linen as nn
@@ -232,7 +224,7 @@ def dense_ab(rounds: int = 11) -> None:
             compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
             fns[name] = lambda compiled=compiled: compiled(*args)
         networks.Dense = Dense
-        print(f"step {workload}, (ratio to nn.Dense): {_ratios(_rounds(fns, rounds), 'nn.Dense')}", flush=True)
+        print(f"step {workload}, (ratio to nn.Dense): {_ratios(rounds_of(fns, rounds), 'nn.Dense')}", flush=True)
 
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal((15360, 1536), dtype=np.float32), rng.standard_normal((15360, 256), dtype=np.float32)
@@ -246,7 +238,7 @@ def dense_ab(rounds: int = 11) -> None:
         "numpy x^T g": lambda: x.T @ g,
         "torch x^T g": lambda: tx.T @ tg,
     }
-    print(f"first layer's weight gradient: {_ratios(_rounds(fns, rounds), 'autodiff of x @ W')}", flush=True)
+    print(f"first layer's weight gradient: {_ratios(rounds_of(fns, rounds), 'autodiff of x @ W')}", flush=True)
 
 
 def agent_dense(rounds: int = 9) -> None:
@@ -283,7 +275,7 @@ def agent_dense(rounds: int = 9) -> None:
             fns[name] = agent_update.make_update_fn(agent, update, batch)
             jax.block_until_ready(fns[name]())  # traced (and compiled) with these blocks
         world_model.Dense, world_model.FusedLayerNormAct, networks.Dense = library
-        print(f"agent update {env_id}, REINFORCE: {_ratios(_rounds(fns, rounds), 'flax')}", flush=True)
+        print(f"agent update {env_id}, REINFORCE: {_ratios(rounds_of(fns, rounds), 'flax')}", flush=True)
 
 
 if __name__ == "__main__":
