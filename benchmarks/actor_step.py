@@ -65,6 +65,7 @@ FLAG_SETS = {
     "onednn_dot_eltwise": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type=dot,eltwise",
     "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
     "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "no_ynn": "--xla_cpu_experimental_ynn_fusion_type=",
     "fast_math": "--xla_cpu_enable_fast_math=true",
     "eigen_single_thread": "--xla_cpu_multi_thread_eigen=false",
 }

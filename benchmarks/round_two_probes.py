@@ -10,7 +10,8 @@ different `XLA_FLAGS` to compare flags);
 XLA thunk computes (`--quick`: tiny shapes, to check the mechanism); `dense` times the S and L
 steps with the Actor's layers as `nn.Dense` vs `_src/dense.py`, and the first layer's weight
 gradient alone in each form; `agent-dense` times the agent's update with flax's `nn.Dense` +
-`nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs.
+`nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs; `norm-variants` times the S step with
+the LayerNorm + SiLU rewrites that did not pay.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -115,6 +116,17 @@ def small_matmul() -> None:
         t = interleaved({"xla": lambda: mm(jx, jw), "numpy": lambda: x @ w}, rounds=7, calls=300)
         cells.append(f"B={batch}: xla {t['xla'] * 1e6:.0f} us, numpy {t['numpy'] * 1e6:.0f} us")
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: " + "; ".join(cells))
+    # Other ways of asking XLA for the batch-1 product, and the cost of an empty jitted call.
+    x1 = jnp.asarray(rng.standard_normal((1, 1536), dtype=np.float32))
+    forms = {
+        "x @ W": jax.jit(lambda x, w: x @ w),
+        "padded to 8 rows": jax.jit(lambda x, w: (jnp.pad(x, ((0, 7), (0, 0))) @ w)[:1]),
+        "vector @ W": jax.jit(lambda x, w: x[0] @ w),
+        "(W^T @ x^T)^T": jax.jit(lambda x, w: (w.T @ x.T).T),
+        "empty call": jax.jit(lambda x, w: x[:, :256] + w[0]),
+    }
+    t = interleaved({k: functools.partial(f, x1, jw) for k, f in forms.items()}, rounds=7, calls=300)
+    print("batch 1: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
 
 
 # `%name = shape opcode(operands), attributes`; a tuple's shape has spaces, so the shape is non-greedy.
@@ -231,14 +243,72 @@ def dense_ab(rounds: int = 11) -> None:
     jx, jg, kernel = jnp.asarray(x), jnp.asarray(g), jnp.zeros((1536, 256))
     autodiff = jax.jit(jax.grad(lambda k, x, g: jnp.sum((x @ k) * g)))
     ours = jax.jit(jax.grad(lambda k, x, g: jnp.sum(dense(x, k) * g)))
+    bare = jax.jit(lambda x, g: jax.lax.dot_general(x, g, (((0,), (0,)), ((), ()))))
+    barrier = jax.lax.optimization_barrier
+    two_barriers = jax.jit(lambda x, g: barrier(barrier(g.T) @ x).T)
     tx, tg = torch.from_numpy(x), torch.from_numpy(g)
     fns = {
         "autodiff of x @ W": lambda: autodiff(kernel, jx, jg),
+        "bare dot_general x^T g": lambda: bare(jx, jg),
         "_src/dense.py": lambda: ours(kernel, jx, jg),
+        "barriers on g^T and g^T x": lambda: two_barriers(jx, jg),
         "numpy x^T g": lambda: x.T @ g,
         "torch x^T g": lambda: tx.T @ tg,
     }
     print(f"first layer's weight gradient: {_ratios(rounds_of(fns, rounds), 'autodiff of x @ W')}", flush=True)
+
+
+def norm_variants(rounds: int = 9) -> None:
+    """The S step with `_src/fused_norm.py`'s LayerNorm core swapped for the variants that did not pay."""
+    import dreamer_actor._src.fused_norm as fn
+    from benchmarks import actor_step
+
+    core, barrier = fn._layer_norm_act, jax.lax.optimization_barrier
+
+    def matvec_stats(x, eps):  # the row mean and mean square as products with a [F] vector
+        w = jnp.full(x.shape[-1:], 1.0 / x.shape[-1], jnp.float32)
+        mu, ms = (x @ w)[..., None], ((x * x) @ w)[..., None]
+        return mu, jax.lax.rsqrt(jnp.maximum(0.0, ms - mu * mu) + eps)
+
+    def variant(stats, fwd_barrier, bwd_barrier, gh_barrier):
+        def fwd(x, scale, bias, eps, activation):
+            mu, r = stats(x, eps)
+            mu, r = barrier((mu, r)) if fwd_barrier else (mu, r)
+            _, z = fn._ln_pre(x, mu, r, scale, bias)
+            return fn._ACT[activation](z).astype(x.dtype), (x, mu, r, scale, bias)
+
+        def bwd(eps, activation, res, g):
+            x, mu, r, scale, bias = barrier(res) if bwd_barrier else res
+            xhat, z = fn._ln_pre(x, mu, r, scale, bias)
+            gz = fn._act_grad(activation, z, g.astype(z.dtype))
+            gh = gz * fn._row(scale, x.ndim, z.dtype)
+            gh = barrier(gh) if gh_barrier else gh  # its own loop fusion: no materialized scale broadcast
+            mean = functools.partial(jnp.mean, axis=-1, keepdims=True)
+            dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
+            batch = fn._batch_axes(x)
+            return dx.astype(x.dtype), jnp.sum(gz * xhat, axis=batch), jnp.sum(gz, axis=batch)
+
+        f = jax.custom_vjp(lambda x, scale, bias, eps, act: fwd(x, scale, bias, eps, act)[0], nondiff_argnums=(3, 4))
+        f.defvjp(fwd, bwd)
+        return f
+
+    variants = {
+        "current": core,
+        "matvec row statistics": variant(matvec_stats, False, False, False),
+        "barrier on the forward's statistics": variant(fn._ln_stats, True, False, False),
+        "barrier on the backward's inputs": variant(fn._ln_stats, False, True, False),
+        "both barriers": variant(fn._ln_stats, True, True, False),
+        "barrier on gz * scale": variant(fn._ln_stats, False, False, True),
+    }
+    s = actor_step.make_setup(actor_step.workloads(False)["S"])
+    args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+    fns = {}
+    for name, f in variants.items():
+        fn._layer_norm_act = f  # `layer_norm_act` looks its core up at trace time
+        compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
+        fns[name] = functools.partial(compiled, *args)
+    fn._layer_norm_act = core
+    print(f"S step, LayerNorm core (ratio to current): {_ratios(rounds_of(fns, rounds), 'current')}", flush=True)
 
 
 def agent_dense(rounds: int = 9) -> None:
@@ -280,7 +350,7 @@ def agent_dense(rounds: int = 9) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sections = ("products", "act", "small-matmul", "profile", "dense", "agent-dense")
+    sections = ("products", "act", "small-matmul", "profile", "dense", "agent-dense", "norm-variants")
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
     parsed = parser.parse_args()
@@ -288,5 +358,5 @@ if __name__ == "__main__":
         profile(parsed.quick)
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
-        run["agent-dense"] = agent_dense
+        run["agent-dense"], run["norm-variants"] = agent_dense, norm_variants
         run[parsed.section]()
