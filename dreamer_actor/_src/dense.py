@@ -3,10 +3,10 @@
 Why: autodiff of `x @ W` gives the weight gradient `dW = x^T g` as a `dot_general` that
 contracts the batch dims of both operands. XLA CPU runs that product, transposed on both
 sides, on its Eigen fallback: timed alone at the actor's first layer (`x` `[15360, 1536]`,
-`g` `[15360, 256]`) it took 70-111 ms where numpy takes 47-50 ms. Asking for
+`g` `[15360, 256]`) it took 70.6 ms where numpy takes 49.5 ms. Asking for
 `(g^T x)^T` instead, with an `optimization_barrier` on `g^T x` so that XLA cannot fold the
 final (kernel-sized, cheap) transpose back into the product, gives it a product with the
-contraction on the right operand's rows, which it runs on its fast GEMM (YNNPACK): 55-56 ms
+contraction on the right operand's rows, which it runs on its fast GEMM (YNNPACK): 58.4 ms
 alone, and 0.85-0.91x the time of the actor's whole training step with `nn.Dense`
 (`python -m benchmarks.round_two_probes dense`, `benchmarks/README.md`). The barrier only
 orders this computation; values are unchanged.
