@@ -142,8 +142,8 @@ def test_thunk_categories_name_what_each_instruction_of_the_step_computes():
     config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
     hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
     stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
-    args = (None, config, hidden, stoch, jax.random.normal(jax.random.key(2), (5, 7)), jax.random.key(3))
-    args = (actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch), *args[1:])
+    params = actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch)
+    args = (params, config, hidden, stoch, jax.random.normal(jax.random.key(2), (5, 7)), jax.random.key(3))
     text = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile().as_text()
     categories = round_two_probes.thunk_categories(text)
     entry = text[text.index("\nENTRY") :]

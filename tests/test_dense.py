@@ -1,7 +1,7 @@
 """`_src/dense.py` against flax's `nn.Dense` and a float64 NumPy reference.
 
 Tolerances, as max |got - ref| / max |ref| over the array:
-  * forward: bitwise equal to `nn.Dense` (the same `dot_general`), float32 and bfloat16.
+  * forward: bitwise equal to `nn.Dense` (the same `dot_general`), float32.
   * float32 gradients vs `nn.Dense` autodiff and vs float64 NumPy `g @ W^T`, `x^T g`,
     `sum(g)`: 2e-6 (the same sums in another order; about 10 float32 ulps of headroom).
   * bfloat16 compute: the gradients vs the float32 run on the same (bfloat16-exact) inputs:

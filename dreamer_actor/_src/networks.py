@@ -79,9 +79,10 @@ class Actor(nn.Module):
     params are exactly `nn.LayerNorm`'s (`"scale"`, `"bias"`) or `RMSNorm`'s (`"scale"`), and
     each Dense is `_src/dense.py`'s (`nn.Dense`'s params and outputs, a weight gradient XLA CPU
     runs faster), so params of the plain flax composition load unchanged. Both are `custom_vjp`s:
-    reverse mode (and reverse over reverse, `jax.hessian`) works, `jax.jvp` raises `TypeError`. The output layer is a
-    Dense of `num_outputs` units (the family's `num_outputs(config)`, e.g. `2A` for the
-    Gaussians, `A` logits for categorical) initialized with variance scale `output_scale`.
+    reverse mode (and reverse over reverse, `jax.hessian`) works, `jax.jvp` raises `TypeError`.
+    The output layer is a Dense of `num_outputs` units (the family's `num_outputs(config)`,
+    e.g. `2A` for the Gaussians, `A` logits for categorical) initialized with variance scale
+    `output_scale`.
     The module returns arrays only: the family's `head` (`dreamer_actor.policy_head`) turns
     them into distribution parameters, and `act` does both. Every attribute is a hashable
     Python value (no arrays on the module); build it with `Actor.from_config(config)`.
