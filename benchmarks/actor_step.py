@@ -18,6 +18,9 @@ Sections (`--only a,b,...`):
   platform  one `16384 x 1536 x 512` matrix product: XLA vs PyTorch vs numpy.
   flags     the S step and that matrix product under several XLA CPU flag sets, one
             fresh process per flag set (XLA reads its flags once per process).
+  dispatch  acting at batch 1 and 16 (ours, trunk forward, PyTorch eager) and the S step
+            with JAX's CPU client made with async dispatch on (the default) and off
+            (`jax_cpu_enable_async_dispatch`), fresh processes alternating async, sync, ...
 
 Every timed comparison interleaves its variants round by round (A B C A B C ...) and
 reports per-round ratios, so the machine's drift affects both sides of a ratio alike.
@@ -55,7 +58,7 @@ from benchmarks import _timing as T
 from dreamer_actor._src.dense import Dense, dense
 from dreamer_actor._src.fused_norm import FusedLayerNormAct
 
-SECTIONS = ("head", "step", "act", "compile", "memory", "scaling", "platform", "flags")
+SECTIONS = ("head", "step", "act", "compile", "memory", "scaling", "platform", "flags", "dispatch")
 ENTROPY_COEF = 3e-4
 
 # XLA CPU flag sets tried by the `flags` section ("" is the default).
@@ -70,6 +73,8 @@ FLAG_SETS = {
     "eigen_single_thread": "--xla_cpu_multi_thread_eigen=false",
 }
 QUICK_FLAG_SETS = ("onednn_dot",)  # one child: checks the mechanism, not the speed
+# `jax_cpu_enable_async_dispatch` per mode; JAX reads it once, when it makes the CPU client.
+DISPATCH_MODES = {"async": True, "sync": False}
 
 
 # ----------------------------------------------------------------------------- workloads
@@ -732,6 +737,50 @@ def section_flags(args, setups) -> dict[str, Any]:
     return out
 
 
+def child_dispatch(args) -> dict[str, Any]:
+    """In a fresh process whose CPU client `main` made in `--variant`'s dispatch mode: acting and the S step."""
+    from jax._src import xla_bridge
+
+    args.torch, args.torch_compile = torch_status(), False
+    s = make_setup(workloads(args.quick)["S"])
+    client = xla_bridge.get_backend("cpu")
+    out: dict[str, Any] = {
+        "mode": args.variant,
+        "async_dispatch": bool(jax.config.values["jax_cpu_enable_async_dispatch"]),
+        "client": f"{client.platform} {client.platform_version}",
+    }
+    act = jax.jit(functools.partial(da.act, training=False))
+    for b in (1, 16):
+        w = dataclasses.replace(s.workload, name=f"act{b}", starts=b, horizon=1)
+        out[f"batch{b}"] = _act_row(args, make_setup(w), act)
+    variants, _ = _step_variants(s, with_torch=False, torch_compile=False)
+    times = T.interleaved({v: variants[v] for v in ("trunk", "ours")}, repeats=args.repeats, warmup=args.warmup)
+    out["step_S"] = T.summarize(times, {"ours / trunk": ("ours", "trunk")})
+    return out
+
+
+def section_dispatch(args, setups) -> dict[str, Any]:
+    """Fresh processes alternating async, sync, async, sync (drift shows as the spread within a mode)."""
+    pairs = 1 if args.quick else 2
+    runs = []
+    for _ in range(pairs):
+        for mode in DISPATCH_MODES:
+            child = ["--_child", "dispatch", "--variant", mode, "--repeats", str(args.repeats)]
+            child += ["--warmup", str(args.warmup)] + (["--quick"] if args.quick else [])
+            runs.append(T.run_child(child))
+    return {"runs": runs}
+
+
+def dispatch_ratio(results: dict[str, Any], mode: str, batch: int) -> float | None:
+    """Median over `mode`'s child processes of each one's median act ours / torch eager at `batch`."""
+    values = [
+        r[f"batch{batch}"]["ratios"]["ours / torch_eager"]["median"]
+        for r in _ratio(results, "dispatch", "runs") or []
+        if r.get("mode") == mode and "ours / torch_eager" in r.get(f"batch{batch}", {}).get("ratios", {})
+    ]
+    return float(np.median(values)) if values else None
+
+
 SECTION_FNS = {
     "head": section_head,
     "step": section_step,
@@ -741,6 +790,7 @@ SECTION_FNS = {
     "scaling": section_scaling,
     "platform": section_platform,
     "flags": section_flags,
+    "dispatch": section_dispatch,
 }
 
 
@@ -783,6 +833,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                      0.7, "<="))  # fmt: skip
         rows.append((f"act batch {b}: ours / trunk forward", med("act", f"batch{b}", "ratios", "ours / trunk_forward"),
                      None, "<="))  # fmt: skip
+    for b in (1, 16):
+        rows.append((f"act batch {b}, async dispatch off: ours / torch eager", dispatch_ratio(results, "sync", b),
+                     0.7, "<="))  # fmt: skip
     rows.append(("compile S step (trace+lower+compile, s)", med("compile", "ours", "total"), 3.0, "<="))
     mem = _ratio(results, "memory", "ours", "peak_ratio_vs_trunk")
     rows.append(("peak RSS S step: ours / trunk", mem, 1.1, "<="))
@@ -932,6 +985,29 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r['ratios']['ours / trunk']['median']:.3f} | {_fmt_time(r['first_call_ours_s'])} |"
             )
         lines += ["", "Flag sets: " + "; ".join(f"{k}: `{v or '(none)'}`" for k, v in FLAG_SETS.items())]
+    if "dispatch" in sec:
+        lines += [
+            "",
+            "## CPU dispatch (`jax_cpu_enable_async_dispatch`; one fresh process per row, in this order; medians)",
+            "",
+            "| mode | act b1: ours | torch eager | ours / eager | act b16: ours | torch eager | ours / eager "
+            "| step S: ours | trunk | ours / trunk |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sec["dispatch"]["runs"]:
+            if "error" in r:
+                lines.append(f"| error: {r['error'][:100]} | | | | | | | | | |")
+                continue
+            cells = [f"{r['mode']} (async_dispatch={r['async_dispatch']})"]
+            for b in (1, 16):
+                t, rt = r[f"batch{b}"]["times"], r[f"batch{b}"]["ratios"]
+                eager = t.get("torch_eager")
+                cells += [_fmt_time(t["ours"]["median"]), "-" if eager is None else _fmt_time(eager["median"])]
+                cells.append(f"{rt['ours / torch_eager']['median']:.3f}" if "ours / torch_eager" in rt else "-")
+            t = r["step_S"]["times"]
+            cells += [_fmt_time(t["ours"]["median"]), _fmt_time(t["trunk"]["median"])]
+            cells.append(f"{r['step_S']['ratios']['ours / trunk']['median']:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -969,7 +1045,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time torch.compile'd variants (default: on, off with --quick; compiling takes a while)",
     )
     parser.add_argument("--dump-hlo", action="store_true", help="write the optimized HLO of the S step and trunk")
-    parser.add_argument("--_child", choices=("memory", "flags"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_child", choices=("memory", "flags", "dispatch"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else (2 if args.quick else 7)
@@ -1013,6 +1089,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args._child == "flags":
         print(json.dumps(child_flags(args)))
+        return 0
+    if args._child == "dispatch":
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():  # the setting would be silently ignored
+            raise RuntimeError(
+                "actor_step --_child dispatch: JAX's backends were made before the dispatch mode was set"
+            )
+        jax.config.update("jax_cpu_enable_async_dispatch", DISPATCH_MODES[args.variant])
+        print(json.dumps(child_dispatch(args)))
         return 0
     args.torch = torch_status()
     os.makedirs(args.out, exist_ok=True)

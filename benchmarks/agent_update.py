@@ -17,7 +17,8 @@ and these are timed, interleaved round by round (`_timing.interleaved`):
   actor_grad    (c) `jax.grad` of the actor objective: imagination + reward/continue/slow-critic
                 heads + lambda-returns + return normalizer + `policy_loss` (contains (b));
   critic_grad   (d) the critic's loss + gradient on (c)'s imagined states and returns;
-  act           `train.make_policy_step`, batch 1, host arrays in and out, deterministic=False;
+  act           `run.loop_act` (the loop's `train.make_policy_step` call), batch 1, host arrays in and
+                out, deterministic=False;
   env           one gymnasium `env.step` (random action, reset at an episode's end);
   replay_add, replay_sample   the loop's host-side `Replay.add` and `Replay.sample(B, L)`.
 
@@ -56,6 +57,7 @@ with warnings.catch_warnings():
 
 from benchmarks import _timing as T
 from benchmarks.actor_step import _cpu_model, _fmt_time, _git_commit
+from dreamer_actor.agent import run as agent_run
 from dreamer_actor.agent import spaces
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
@@ -268,12 +270,11 @@ def make_act_fn(agent: Agent) -> Callable[[], Any]:
 
     def call():
         box["step"] += 1
-        box["latent"], action, model_action = policy_step(
-            state.wm_params, state.actor_params, box["latent"], box["prev"], jnp.asarray(obs[None], jnp.float32),
-            jnp.asarray([box["step"] == 1]), act_key, box["step"], deterministic=False,
+        box["latent"], box["prev"], action, model_action = agent_run.loop_act(
+            policy_step, state.wm_params, state.actor_params, box["latent"], box["prev"], obs, box["step"] == 1,
+            act_key, box["step"],
         )  # fmt: skip
-        box["prev"] = model_action
-        return np.asarray(action[0]), np.asarray(model_action[0])
+        return action, model_action
 
     return call
 

@@ -98,3 +98,40 @@ def test_cli_documents_and_parses_every_flag(capsys):
         assert "--" + name.replace("_", "-") in text
     run = agent_cli.parse_args(["--env", "CartPole-v1", "--steps", "123", "--overwrite", "--no-progress"])
     assert (run.env, run.steps, run.overwrite, run.progress) == ("CartPole-v1", 123, True, False)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_loop_act_equals_the_policy_step_on_device_arrays(env_id):
+    """`loop_act` feeds NumPy in and indexes on the host; it must return what the plain call returns, bitwise."""
+    import jax
+    import jax.numpy as jnp
+
+    from dreamer_actor.agent import spaces
+    from dreamer_actor.agent import train as agent_train
+    from dreamer_actor.agent import world_model as wm
+
+    run = agent_run.RunConfig(env=env_id, deter=16, stoch=4, classes=4, units=16, layers=1)
+    env = gym.make(env_id)
+    actor_config, wm_config = run.model_configs(env)
+    state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, run.agent_config())
+    policy_step = agent_train.make_policy_step(wm_config, actor_config)
+    obs = env.reset(seed=3)[0].astype(np.float64)  # a float64 observation is cast, as the loop's envs may give
+    latent = wm.initial_latent(wm_config, (1,))
+    prev = jnp.zeros((1, spaces.model_action_dim(actor_config)))
+    key = jax.random.key(1)
+    for step, is_first in ((1, True), (2, False)):
+        got = agent_run.loop_act(
+            policy_step, state.wm_params, state.actor_params, latent, prev, obs, is_first, key, step
+        )
+        want_latent, action, model_action = policy_step(
+            state.wm_params, state.actor_params, latent, prev, jnp.asarray(obs[None], jnp.float32),
+            jnp.asarray([is_first]), key, step, deterministic=False,
+        )  # fmt: skip
+        for a, b in zip(jax.tree.leaves(got[0]), jax.tree.leaves(want_latent), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(got[1], model_action)
+        assert isinstance(got[2], np.ndarray) and isinstance(got[3], np.ndarray)
+        np.testing.assert_array_equal(got[2], np.asarray(action[0]))
+        np.testing.assert_array_equal(got[3], np.asarray(model_action[0]))
+        assert env.action_space.contains(spaces.env_action(actor_config, got[2], env.action_space))
+        latent, prev = got[0], got[1]

@@ -165,3 +165,40 @@ def test_thunk_categories_name_what_each_instruction_of_the_step_computes():
         "norm + activation",
         "head, loss, noise",
     }
+
+
+@pytest.mark.slow
+def test_dispatch_section_runs_each_mode_in_its_own_process(tmp_path):
+    """`--only dispatch`: one child per mode, each reporting the dispatch setting its CPU client was made with."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.actor_step", "--quick", "--only", "dispatch", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    data = json.loads((tmp_path / "actor_step.json").read_text())
+    runs = data["sections"]["dispatch"]["runs"]
+    assert [(r["mode"], r["async_dispatch"]) for r in runs] == [("async", True), ("sync", False)]
+    for r in runs:
+        for summary in (r["batch1"], r["batch16"], r["step_S"]):
+            for stats in summary["times"].values():
+                assert 0.0 < stats["min"] <= stats["median"] <= stats["max"]
+    rows = {row["name"]: row for row in data["targets"]}
+    for b in (1, 16):
+        row = rows[f"act batch {b}, async dispatch off: ours / torch eager"]
+        torch_installed = "ours / torch_eager" in runs[1][f"batch{b}"]["ratios"]
+        assert (row["value"] is not None) == torch_installed
+    assert "## CPU dispatch" in (tmp_path / "actor_step.md").read_text()
+
+
+def test_dispatch_child_refuses_a_backend_made_before_the_mode_is_set():
+    """The setting is read when the CPU client is made: a child whose backend already exists must say so."""
+    code = (
+        "import jax, sys; jax.devices(); from benchmarks import actor_step; "
+        "sys.exit(actor_step.main(['--_child', 'dispatch', '--variant', 'sync', '--quick']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "before the dispatch mode was set" in result.stderr

@@ -193,6 +193,31 @@ def agent_act(
     return act
 
 
+def loop_act(
+    policy_step: Any,
+    wm_params: Any,
+    actor_params: Any,
+    latent: Any,
+    prev: Any,
+    obs: np.ndarray,
+    is_first: bool,
+    key: jax.Array,
+    step: int,
+) -> tuple[Any, jax.Array, np.ndarray, np.ndarray]:
+    """The training loop's acting step on one env: `(latent, model action [1, A], action [A], model action [A])`.
+
+    The observation and `is_first` go into the jitted step as NumPy arrays, and each action comes
+    back with one copy before it is indexed on the host: `jnp.asarray` on the inputs and
+    `action[0]` on the device are dispatches of their own, which took this step from 221 to
+    450 us (`python -m benchmarks.agent_update`, benchmarks/README.md).
+    """
+    latent, action, model_action = policy_step(
+        wm_params, actor_params, latent, prev, np.asarray(obs, np.float32)[None], np.asarray([is_first]), key, step,
+        deterministic=False,
+    )  # fmt: skip
+    return latent, model_action, np.asarray(action)[0], np.asarray(model_action)[0]
+
+
 def _plot(curve: dict[str, Any], path: pathlib.Path) -> None:
     import matplotlib
 
@@ -287,15 +312,12 @@ def train_agent(run: RunConfig) -> dict[str, Any]:
 
     last_eval = None
     for step in range(1, run.steps + 1):
-        latent, action, model_action = policy_step(
-            state.wm_params, state.actor_params, latent, prev, jnp.asarray(obs[None], jnp.float32),
-            jnp.asarray([is_first]), act_key, step, deterministic=False,
-        )  # fmt: skip
+        latent, model_action, action_np, model_np = loop_act(
+            policy_step, state.wm_params, state.actor_params, latent, prev, obs, is_first, act_key, step
+        )
         if step <= run.warmup:
             action_np, model_np = spaces.random_actions(actor_config, rng)
             model_action = jnp.asarray(model_np)[None]
-        else:
-            action_np, model_np = np.asarray(action[0]), np.asarray(model_action[0])
         obs, reward, terminated, truncated, _ = env.step(spaces.env_action(actor_config, action_np, env.action_space))
         replay.add(obs, model_np, reward, False, terminated)
         prev, is_first = model_action, False
