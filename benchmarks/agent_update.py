@@ -74,7 +74,7 @@ LABELS = {
     "imagine": "(b) imagination forward (inside c)",
     "actor_grad": "(c) actor objective: grad",
     "critic_grad": "(d) critic: loss + grad",
-    "act": "act (`make_policy_step`, batch 1, host in/out)",
+    "act": "act (`run.loop_act`, batch 1, host in/out)",
     "env": "env step (gymnasium)",
     "replay_add": "replay.add (host, per env step)",
     "replay_sample": "replay.sample(B, L) (host, per update)",

@@ -4,14 +4,16 @@
 (forward, weight gradient, input gradient of layer 0 and of a 256 x 256 layer) in XLA, PyTorch
 and numpy; `act` splits `act` at batch 1 and 16 (config as an argument vs closed over,
 `Actor.apply` alone, host vs device inputs, the split-input first layer); `small-matmul` times
-the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy (run it under
-different `XLA_FLAGS` to compare flags);
+the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy, and chains of 1, 4 and
+16 small products per call (run it under different `XLA_FLAGS`, or with `--sync-dispatch`: JAX's
+CPU client with async dispatch off, to compare);
 `profile` runs the jitted S training step under `jax.profiler` and splits its time by what each
 XLA thunk computes (`--quick`: tiny shapes, to check the mechanism); `dense` times the S and L
 steps with the Actor's layers as `nn.Dense` vs `_src/dense.py`, and the first layer's weight
 gradient alone in each form; `agent-dense` times the agent's update with flax's `nn.Dense` +
 `nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs; `norm-variants` times the S step with
-the LayerNorm + SiLU rewrites that did not pay.
+the LayerNorm + SiLU rewrites that did not pay; `agent-act` times the agent loop's acting step
+(`run.loop_act`) against the call the loop made before it.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -127,6 +129,24 @@ def small_matmul() -> None:
     }
     t = interleaved({k: functools.partial(f, x1, jw) for k, f in forms.items()}, rounds=7, calls=300)
     print("batch 1: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
+    # n chained [1, 256] x [256, 256] products in one jitted call: the slope is the cost of one more
+    # product, the intercept what every call pays (dispatch, the hand-off to XLA's threads).
+    w256 = jnp.asarray(rng.standard_normal((256, 256), dtype=np.float32) / 16)
+    x256 = jnp.asarray(rng.standard_normal((1, 256), dtype=np.float32))
+
+    def chain(n):
+        def fn(x, w):
+            for _ in range(n):
+                x = jnp.tanh(x @ w)
+            return x
+
+        return functools.partial(jax.jit(fn), x256, w256)
+
+    t = interleaved({n: chain(n) for n in (1, 4, 16)}, rounds=7, calls=300)
+    slope = (t[16] - t[1]) / 15
+    cells = ", ".join(f"{n} {v * 1e6:.0f} us" for n, v in t.items())
+    print(f"chained [1, 256] x [256, 256] products per call: {cells}; {slope * 1e6:.1f} us per product, "
+          f"{(t[1] - slope) * 1e6:.0f} us per call", flush=True)  # fmt: skip
 
 
 # `%name = shape opcode(operands), attributes`; a tuple's shape has spaces, so the shape is non-greedy.
@@ -348,15 +368,52 @@ def agent_dense(rounds: int = 9) -> None:
         print(f"agent update {env_id}, REINFORCE: {_ratios(rounds_of(fns, rounds), 'flax')}", flush=True)
 
 
+def agent_act(rounds: int = 7) -> None:
+    """The training loop's acting step (Pendulum-v1): `run.loop_act` vs the call the loop made before it."""
+    from benchmarks import agent_update
+    from dreamer_actor.agent import run as agent_run
+    from dreamer_actor.agent import spaces
+    from dreamer_actor.agent import train as agent_train
+    from dreamer_actor.agent import world_model as wm
+
+    agent = agent_update.build("Pendulum-v1", "reinforce", False)
+    policy_step = agent_train.make_policy_step(agent.wm_config, agent.actor_config)
+    obs = np.asarray(agent.env.reset(seed=0)[0], np.float32)
+    latent = wm.initial_latent(agent.wm_config, (1,))
+    prev = jnp.zeros((1, spaces.model_action_dim(agent.actor_config)))
+    key, st = jax.random.key(1), agent.state
+
+    def before():  # device arrays made one by one, outputs indexed on the device
+        _, action, model_action = policy_step(
+            st.wm_params, st.actor_params, latent, prev, jnp.asarray(obs[None], jnp.float32), jnp.asarray([False]),
+            key, 5, deterministic=False,
+        )  # fmt: skip
+        return np.asarray(action[0]), np.asarray(model_action[0])
+
+    def loop_act():
+        return agent_run.loop_act(policy_step, st.wm_params, st.actor_params, latent, prev, obs, False, key, 5)[2:]
+
+    assert all(np.array_equal(a, b) for a, b in zip(before(), loop_act(), strict=True))
+    t = interleaved({"before": before, "run.loop_act": loop_act}, rounds=rounds, calls=300)
+    print("agent acting step, Pendulum-v1: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sections = ("products", "act", "small-matmul", "profile", "dense", "agent-dense", "norm-variants")
+    sections = ("products", "act", "small-matmul", "profile", "dense", "agent-dense", "norm-variants", "agent-act")
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
+    parser.add_argument(
+        "--sync-dispatch",
+        action="store_true",
+        help="make JAX's CPU client with async dispatch off (jax_cpu_enable_async_dispatch=False)",
+    )
     parsed = parser.parse_args()
+    if parsed.sync_dispatch:  # read once, when the CPU client is made: nothing above has touched a device
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     if parsed.section == "profile":
         profile(parsed.quick)
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
-        run["agent-dense"], run["norm-variants"] = agent_dense, norm_variants
+        run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
         run[parsed.section]()
