@@ -3,7 +3,8 @@
 `python -m benchmarks.round_two_probes products` times each matrix product of the S step alone
 (forward, weight gradient, input gradient of layer 0 and of a 256 x 256 layer) in XLA, PyTorch
 and numpy; `act` splits `act` at batch 1 and 16 (config as an argument vs closed over,
-`Actor.apply` alone, host vs device inputs, the split-input first layer); `small-matmul` times
+`Actor.apply` alone, host vs device inputs, the split-input first layer, the forward's products
+alone); `small-matmul` times
 the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy, and chains of 1, 4 and
 16 small products per call (run it under different `XLA_FLAGS`, or with `--sync-dispatch`: JAX's
 CPU client with async dispatch off, to compare);
@@ -97,12 +98,23 @@ def act() -> None:
         closed = jax.jit(lambda p, h, z, k: da.act(p, cfg, h, z, k, training=False))
         apply = jax.jit(lambda p, h, z: da.Actor.from_config(cfg).apply(p, h, z))
         split = jax.jit(lambda p, h, z: actor_step.SplitInputActor(cfg).apply(p, h, z))
+        kernels = [leaf for leaf in jax.tree.leaves(params) if leaf.ndim == 2]  # the four layers' kernels, in order
+
+        @jax.jit
+        def products_only(kernels, h, z):  # the forward's matrix products and nothing else
+            x = jnp.concatenate([h, z.reshape(z.shape[0], -1)], -1)
+            for kernel in kernels:
+                x = x @ kernel
+            return x
+
         t = interleaved({
             "act(p, cfg, host)": lambda: np.asarray(as_arg(params, cfg, h, z, key)),
             "act(p, cfg, device)": lambda: np.asarray(as_arg(params, cfg, hd, zd, key)),
             "act, cfg closed over, host": lambda: np.asarray(closed(params, h, z, key)),
             "Actor.apply alone, host": lambda: np.asarray(apply(params, h, z)),
             "SplitInputActor.apply alone, host": lambda: np.asarray(split(params, h, z)),
+            "the forward's products alone, device": lambda: np.asarray(products_only(kernels, hd, zd)),
+            "Actor.apply alone, device": lambda: np.asarray(apply(params, hd, zd)),
         }, rounds=7, calls=200)  # fmt: skip
         print(f"batch {batch}: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
 
