@@ -14,7 +14,8 @@ steps with the Actor's layers as `nn.Dense` vs `_src/dense.py`, and the first la
 gradient alone in each form; `agent-dense` times the agent's update with flax's `nn.Dense` +
 `nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs; `norm-variants` times the S step with
 the LayerNorm + SiLU rewrites that did not pay; `agent-act` times the agent loop's acting step
-(`run.loop_act`) against the call the loop made before it.
+(`run.loop_act`) against the call the loop made before it; `split` times the training step with
+the concatenated input vs the split first layer at S, L and two smaller state counts.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import functools
 import glob
 import gzip
@@ -424,9 +426,39 @@ def agent_act(rounds: int = 7) -> None:
     print("agent acting step, Pendulum-v1: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
 
 
+def split_input(rounds: int = 11) -> None:
+    """The training step with `Actor` (concatenated input) vs `SplitInputActor`, at several state counts."""
+    from benchmarks import actor_step
+
+    base = actor_step.workloads(False)
+    for name, w in (
+        ("S", base["S"]),
+        ("S widths, 4096 states", dataclasses.replace(base["S"], starts=256, horizon=16)),
+        ("S widths, 1024 states", dataclasses.replace(base["S"], starts=64, horizon=16)),
+        ("L", base["L"]),
+    ):
+        s = actor_step.make_setup(w)
+        args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+        fns = {}
+        for variant, loss in (("concatenated", actor_step.ours_loss), ("split", actor_step.ours_split_loss)):
+            compiled = jax.jit(jax.grad(loss)).lower(*args).compile()
+            fns[variant] = functools.partial(compiled, *args)
+        print(f"step {name} ({w.states} states): {_ratios(rounds_of(fns, rounds), 'concatenated')}", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sections = ("products", "act", "small-matmul", "profile", "dense", "agent-dense", "norm-variants", "agent-act")
+    sections = (
+        "products",
+        "act",
+        "small-matmul",
+        "profile",
+        "dense",
+        "agent-dense",
+        "norm-variants",
+        "agent-act",
+        "split",
+    )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
     parser.add_argument(
@@ -442,4 +474,5 @@ if __name__ == "__main__":
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
+        run["split"] = split_input
         run[parsed.section]()
