@@ -3,8 +3,8 @@
 `python -m benchmarks.round_two_probes products` times each matrix product of the S step alone
 (forward, weight gradient, input gradient of layer 0 and of a 256 x 256 layer) in XLA, PyTorch
 and numpy; `act` splits `act` at batch 1 and 16 (config as an argument vs closed over,
-`Actor.apply` alone, host vs device inputs, the split-input first layer, the forward's products
-alone); `small-matmul` times
+`Actor.apply` alone, host vs device inputs, the first layer forced to a sum of products, the
+forward's products alone); `small-matmul` times
 the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy, and chains of 1, 4 and
 16 small products per call (run it under different `XLA_FLAGS`, or with `--sync-dispatch`: JAX's
 CPU client with async dispatch off, to compare);
@@ -15,7 +15,8 @@ gradient alone in each form; `agent-dense` times the agent's update with flax's 
 `nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs; `norm-variants` times the S step with
 the LayerNorm + SiLU rewrites that did not pay; `agent-act` times the agent loop's acting step
 (`run.loop_act`) against the call the loop made before it; `split` times the training step with
-the concatenated input vs the split first layer at S, L and two smaller state counts.
+the first layer forced to concatenate vs to sum two products (`actor_step.first_layer_form`) at S,
+L, two smaller state counts and a 512-unit trunk.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -99,7 +100,12 @@ def act() -> None:
         as_arg = jax.jit(functools.partial(da.act, training=False))
         closed = jax.jit(lambda p, h, z, k: da.act(p, cfg, h, z, k, training=False))
         apply = jax.jit(lambda p, h, z: da.Actor.from_config(cfg).apply(p, h, z))
-        split = jax.jit(lambda p, h, z: actor_step.SplitInputActor(cfg).apply(p, h, z))
+
+        @jax.jit
+        def split(p, h, z):
+            with actor_step.first_layer_form("sum"):
+                return da.Actor.from_config(cfg).apply(p, h, z)
+
         kernels = [leaf for leaf in jax.tree.leaves(params) if leaf.ndim == 2]  # the four layers' kernels, in order
 
         @jax.jit
@@ -114,7 +120,7 @@ def act() -> None:
             "act(p, cfg, device)": lambda: np.asarray(as_arg(params, cfg, hd, zd, key)),
             "act, cfg closed over, host": lambda: np.asarray(closed(params, h, z, key)),
             "Actor.apply alone, host": lambda: np.asarray(apply(params, h, z)),
-            "SplitInputActor.apply alone, host": lambda: np.asarray(split(params, h, z)),
+            "Actor.apply, first layer a sum of products, host": lambda: np.asarray(split(params, h, z)),
             "the forward's products alone, device": lambda: np.asarray(products_only(kernels, hd, zd)),
             "Actor.apply alone, device": lambda: np.asarray(apply(params, hd, zd)),
         }, rounds=7, calls=200)  # fmt: skip
@@ -171,7 +177,7 @@ def thunk_categories(hlo_text: str) -> dict[str, str]:
     """Instruction name -> category, for every instruction of an optimized HLO module's ENTRY.
 
     Categories: "matrix products" (a `dot`, or a fusion whose computation holds one),
-    "input concatenation" (the `[..., H + Z]` input, which `Actor` concatenates in its own scope),
+    "input concatenation" (the `[..., H + Z]` input, which `Actor`'s first Dense concatenates),
     "materialized broadcasts" (a fusion that only broadcasts), "layout copies" (transposes
     and copies feeding products), "norm + activation" (what the `norm_i` modules traced),
     and "head, loss, noise" (everything else).
@@ -195,7 +201,7 @@ def thunk_categories(hlo_text: str) -> dict[str, str]:
         op_name = op_match.group(1) if op_match else ""
         if opcode == "dot" or " dot(" in body:
             out[instr] = "matrix products"
-        elif op_name.endswith("jvp(Actor)/concatenate"):  # `flatten_latent`, traced in Actor's own scope
+        elif re.search(r"jvp\(Actor\)(/dense_0)?/concatenate$", op_name):  # Actor's first Dense concatenates
             out[instr] = "input concatenation"
         elif instr.startswith("wrapped_broadcast"):
             out[instr] = "materialized broadcasts"
@@ -427,7 +433,7 @@ def agent_act(rounds: int = 7) -> None:
 
 
 def split_input(rounds: int = 11) -> None:
-    """The training step with `Actor` (concatenated input) vs `SplitInputActor`, at several state counts."""
+    """The training step with the first layer forced to concatenate vs to sum two products, at several sizes."""
     from benchmarks import actor_step
 
     base = actor_step.workloads(False)
@@ -435,12 +441,13 @@ def split_input(rounds: int = 11) -> None:
         ("S", base["S"]),
         ("S widths, 4096 states", dataclasses.replace(base["S"], starts=256, horizon=16)),
         ("S widths, 1024 states", dataclasses.replace(base["S"], starts=64, horizon=16)),
+        ("S inputs, trunk 3 x 512", dataclasses.replace(base["S"], units=512)),
         ("L", base["L"]),
     ):
         s = actor_step.make_setup(w)
         args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
         fns = {}
-        for variant, loss in (("concatenated", actor_step.ours_loss), ("split", actor_step.ours_split_loss)):
+        for variant, loss in (("concatenated", actor_step.ours_concat_loss), ("sum", actor_step.ours_split_loss)):
             compiled = jax.jit(jax.grad(loss)).lower(*args).compile()
             fns[variant] = functools.partial(compiled, *args)
         print(f"step {name} ({w.states} states): {_ratios(rounds_of(fns, rounds), 'concatenated')}", flush=True)

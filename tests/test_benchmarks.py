@@ -62,7 +62,7 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
     assert "roofline: ours / matmuls_only" in sections["step"]["S"]["ratios"]
     names = [row["name"] for row in data["targets"]]
     assert "step S: ours / bare flax trunk" in names and "head maths: ours / distrax" in names
-    assert "ours_split_input / ours" in sections["step"]["S"]["ratios"]
+    assert "ours_split_input / ours_concat_input" in sections["step"]["S"]["ratios"]
     assert data["meta"]["jax_device"].startswith(jax.devices()[0].platform)
     markdown = (tmp_path / "actor_step.md").read_text()
     assert "## Targets" in markdown and "## Head maths alone" in markdown
@@ -114,24 +114,30 @@ def test_matmul_flops_count_forward_and_backward_products():
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in fn(*operands))
 
 
-def test_split_input_actor_is_the_actor_without_the_concatenation():
-    """`SplitInputActor` on `Actor`'s own params: the same raw outputs, loss and gradients (float32 sums)."""
+def test_first_layer_forms_give_the_same_loss_and_gradients():
+    """`ours_split_loss` and `ours_concat_loss` force the two forms of `Actor`'s first Dense; both are
+    `ours_loss` (float32 sums in another order), and each really is the form it names (the HLO)."""
     config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
     hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
     stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
     advantage = jax.random.normal(jax.random.key(2), (5, 7))
     key = jax.random.key(3)
     params = actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch)
-    raw = actor_step.da.Actor.from_config(config).apply(params, hidden, stoch)
-    split_raw = actor_step.SplitInputActor(config).apply(params, hidden, stoch)
-    np.testing.assert_allclose(split_raw, raw, rtol=1e-5, atol=1e-6)
     args = (params, config, hidden, stoch, advantage, key)
-    np.testing.assert_allclose(actor_step.ours_split_loss(*args), actor_step.ours_loss(*args), rtol=1e-5)
     grads = jax.jit(jax.grad(actor_step.ours_loss))(*args)
-    split_grads = jax.jit(jax.grad(actor_step.ours_split_loss))(*args)
-    assert jax.tree.structure(grads) == jax.tree.structure(split_grads)
-    for g, sg in zip(jax.tree.leaves(grads), jax.tree.leaves(split_grads), strict=True):
-        np.testing.assert_allclose(sg, g, rtol=1e-4, atol=1e-6)
+    for loss in (actor_step.ours_split_loss, actor_step.ours_concat_loss):
+        np.testing.assert_allclose(loss(*args), actor_step.ours_loss(*args), rtol=1e-5)
+        form_grads = jax.jit(jax.grad(loss))(*args)
+        assert jax.tree.structure(grads) == jax.tree.structure(form_grads)
+        for g, fg in zip(jax.tree.leaves(grads), jax.tree.leaves(form_grads), strict=True):
+            np.testing.assert_allclose(fg, g, rtol=1e-4, atol=1e-6)
+    # The [5, 7, 24] input of the first layer is built only when the form concatenates.
+    for loss, concatenates in ((actor_step.ours_split_loss, False), (actor_step.ours_concat_loss, True)):
+        text = jax.jit(jax.grad(loss)).lower(*args).as_text()
+        assert ("tensor<5x7x24xf32>" in text) == concatenates
+    with pytest.raises(ValueError, match="first_layer_form: `form`"):
+        with actor_step.first_layer_form("split"):
+            pass
 
 
 def test_thunk_categories_name_what_each_instruction_of_the_step_computes():

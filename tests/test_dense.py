@@ -9,6 +9,8 @@ Tolerances, as max |got - ref| / max |ref| over the array:
   * `check_grads` (float32 finite differences, eps 1e-3): jax's float32 default 2e-3, first order
     and reverse over reverse; no forward mode (a `custom_vjp`: `jax.jvp` raises `TypeError`),
     but forward over reverse (`jax.hessian`) equals plain autodiff's to 2e-6.
+  * several inputs: `Dense((x_1, x_2))` vs `Dense` on their concatenation, both forms of the
+    rule (concatenate; sum of products): outputs and gradients 2e-6.
 """
 
 import jax
@@ -18,6 +20,7 @@ import pytest
 from flax import linen as nn
 from jax.test_util import check_grads
 
+from dreamer_actor._src import dense as dense_module
 from dreamer_actor._src.dense import Dense, dense
 
 TOL32 = 2e-6
@@ -111,3 +114,46 @@ def test_bad_arguments_are_value_errors_naming_them():
         dense(x, jnp.ones((5, 2)))
     with pytest.raises(ValueError, match="dense: `kernel`"):
         dense(x, jnp.ones((4, 2), jnp.bfloat16))
+
+
+@pytest.mark.parametrize("sum_of_products", [False, True])
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_several_inputs_are_the_layer_on_their_concatenation(monkeypatch, sum_of_products, use_bias):
+    """A tuple input has the params of the concatenated input's layer and, in either form, its
+    outputs and gradients (inputs and params); the rule picks the form from the static shapes."""
+    monkeypatch.setattr(dense_module, "_sum_of_products", lambda rows, features: sum_of_products)
+    parts = (_normal(0, (3, 5, 4)), _normal(1, (3, 5, 9)))
+    module = Dense(6, use_bias=use_bias)
+    params = module.init(jax.random.key(0), parts)
+    whole = jnp.concatenate(parts, axis=-1)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, module.init(jax.random.key(0), whole))
+    jax.tree.map(np.testing.assert_array_equal, params, module.init(jax.random.key(0), whole))  # same init
+    if use_bias:
+        params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias
+    weights = _normal(2, (3, 5, 6))
+    for fn in (lambda f: f, jax.jit):
+        got = fn(module.apply)(params, parts)
+        want = module.apply(params, whole)
+        assert _rel(got, want) <= TOL32
+        g_params, g_parts = fn(jax.grad(lambda p, xs: _loss(module, p, xs, weights), argnums=(0, 1)))(params, parts)
+        w_params, w_whole = jax.grad(lambda p, x: _loss(module, p, x, weights), argnums=(0, 1))(params, whole)
+        for g, w in zip(jax.tree.leaves(g_params), jax.tree.leaves(w_params), strict=True):
+            assert _rel(g, w) <= TOL32
+        assert _rel(jnp.concatenate(g_parts, axis=-1), w_whole) <= TOL32
+    text = jax.jit(module.apply).lower(params, parts).as_text()
+    assert ("tensor<3x5x13xf32>" in text) == (not sum_of_products)
+
+
+def test_the_rule_sums_products_on_many_rows_of_a_narrow_layer():
+    """The default rule, as documented: many rows and at most 256 features sum products."""
+    rule = dense_module._sum_of_products
+    assert rule(15360, 256) and rule(4096, 256)
+    assert not rule(1024, 256) and not rule(1, 256) and not rule(16, 256)
+    assert not rule(4096, 1024) and not rule(15360, 512)
+
+
+def test_several_inputs_with_different_leading_dims_are_a_value_error():
+    with pytest.raises(ValueError, match="Dense: the inputs in `x` must share their leading dims"):
+        Dense(3).init(jax.random.key(0), (jnp.zeros((2, 4)), jnp.zeros((3, 4))))
+    with pytest.raises(ValueError, match="Dense: `x` must be an array"):
+        Dense(3).init(jax.random.key(0), ())

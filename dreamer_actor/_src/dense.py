@@ -21,10 +21,21 @@ Caveats:
     `TypeError`. Reverse mode over it works (`jax.grad` of `jax.grad`, `jax.hessian`), since
     the backward is plain differentiable `jnp`.
   * `dW` sums the same products as autodiff's in another order: it agrees to float rounding.
+
+Several inputs: `Dense` also takes a tuple of arrays `(x_1, ..., x_n)`, `[..., K_i]` each, and
+computes the same layer as on their concatenation `[..., sum K_i]` (one kernel, the same
+params). On many rows and a narrow layer it computes `sum_i x_i @ W_i` on the kernel's row
+blocks instead, so the concatenated input is never written: at the actor's S step (15,360
+rows, 512 + 1024 inputs, 256 units) that took 0.90-0.93 of the step's time, at 4,096 rows 0.93,
+while at 1,024 rows it was even (0.98-1.00) and at 4,096 rows of 1024 units slower (1.01-1.03),
+and at a handful of rows (acting) two products cost more than one product and a copy
+(`python -m benchmarks.round_two_probes split`). Hence the rule in `_sum_of_products`. The two
+forms agree to float rounding, not bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +93,31 @@ def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _dense(x, kernel)
 
 
+# Where a sum of products pays (see the module docstring): the rows of the layer's input and
+# its output width, measured on one 2-core Xeon VM; below or above them, concatenate.
+SUM_OF_PRODUCTS_MIN_ROWS = 4096
+SUM_OF_PRODUCTS_MAX_FEATURES = 256
+
+
+def _sum_of_products(rows: int, features: int) -> bool:
+    """Whether a several-input `Dense` computes `sum_i x_i @ W_i` (else it concatenates first)."""
+    return rows >= SUM_OF_PRODUCTS_MIN_ROWS and features <= SUM_OF_PRODUCTS_MAX_FEATURES
+
+
+def _parts(x: Any) -> tuple[jax.Array, ...]:
+    """The layer's inputs as a tuple of arrays with equal leading dims (the one input, or several)."""
+    parts = tuple(jnp.asarray(p) for p in x) if isinstance(x, (tuple, list)) else (jnp.asarray(x),)
+    if not parts or any(p.ndim < 1 for p in parts):
+        raise ValueError(
+            f"Dense: `x` must be an array [..., K] or a tuple of them, got shapes {[p.shape for p in parts]}."
+        )
+    if len({p.shape[:-1] for p in parts}) > 1:
+        raise ValueError(
+            f"Dense: the inputs in `x` must share their leading dims, got shapes {[p.shape for p in parts]}."
+        )
+    return parts
+
+
 class Dense(nn.Module):
     """`nn.Dense` with the weight gradient computed by `dense`; the same params and outputs.
 
@@ -91,6 +127,8 @@ class Dense(nn.Module):
 
     Attributes:
       features: output width.
+      (Called on `x` `[..., K]`, or on a tuple of `[..., K_i]` with equal leading dims: the
+      layer on their concatenation, `K = sum K_i`.)
       use_bias: whether to add a learned bias.
       dtype: compute dtype; `None` promotes the input's and the params' dtypes (as flax).
       param_dtype: dtype of the params.
@@ -104,10 +142,17 @@ class Dense(nn.Module):
     kernel_init: Callable[..., jax.Array] = nn.initializers.lecun_normal()
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """`[..., K] -> [..., features]`."""
-        kernel = self.param("kernel", self.kernel_init, (jnp.shape(x)[-1], self.features), self.param_dtype)
+    def __call__(self, x: jax.Array | tuple[jax.Array, ...]) -> jax.Array:
+        """`[..., K] -> [..., features]`; a tuple of `[..., K_i]` is the layer on their concatenation."""
+        parts = _parts(x)
+        sizes = [p.shape[-1] for p in parts]
+        kernel = self.param("kernel", self.kernel_init, (sum(sizes), self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = dense(x, kernel)
+        *parts, kernel, bias = nn.dtypes.promote_dtype(*parts, kernel, bias, dtype=self.dtype)
+        rows = math.prod(parts[0].shape[:-1])
+        if len(parts) == 1 or not _sum_of_products(rows, self.features):
+            y = dense(jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0], kernel)
+        else:
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            y = sum(dense(p, kernel[s : s + k]) for p, s, k in zip(parts, starts, sizes, strict=True))
         return y if bias is None else y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))

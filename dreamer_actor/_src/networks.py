@@ -37,21 +37,8 @@ class RMSNorm(nn.Module):
         return (x32 * jnp.broadcast_to(scale, x32.shape)).astype(self.dtype)
 
 
-def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
-    """Concatenates the deterministic and stochastic latent parts.
-
-    Args:
-      hidden: `[..., H]` deterministic state.
-      stoch: `[..., Z]` stochastic state, or `[..., S, C]` categorical latents (one-hot
-        or probabilities), which are flattened to `[..., S * C]`. A `stoch` whose rank is
-        one more than `hidden`'s is read as categorical.
-
-    Returns:
-      `[..., H + Z]` (or `[..., H + S * C]`), in `hidden`'s dtype promoted with `stoch`'s.
-
-    Raises:
-      ValueError: naming the argument when ranks or batch dims disagree.
-    """
+def _latent_parts(hidden: jax.Array, stoch: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(hidden [..., H], stoch [..., Z])`: `flatten_latent`'s checks and flattening, not yet concatenated."""
     hidden, stoch = jnp.asarray(hidden), jnp.asarray(stoch)
     if hidden.ndim < 1:
         raise ValueError(f"Actor: `hidden` must have shape [..., H], got a scalar of shape {hidden.shape}.")
@@ -68,7 +55,25 @@ def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
     for name, x in (("hidden", hidden), ("stoch", stoch)):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ValueError(f"Actor: `{name}` must be a floating-point array, got dtype {x.dtype}.")
-    return jnp.concatenate([hidden, stoch.astype(hidden.dtype)], axis=-1)
+    return hidden, stoch.astype(hidden.dtype)
+
+
+def flatten_latent(hidden: jax.Array, stoch: jax.Array) -> jax.Array:
+    """Concatenates the deterministic and stochastic latent parts.
+
+    Args:
+      hidden: `[..., H]` deterministic state.
+      stoch: `[..., Z]` stochastic state, or `[..., S, C]` categorical latents (one-hot
+        or probabilities), which are flattened to `[..., S * C]`. A `stoch` whose rank is
+        one more than `hidden`'s is read as categorical.
+
+    Returns:
+      `[..., H + Z]` (or `[..., H + S * C]`), in `hidden`'s dtype promoted with `stoch`'s.
+
+    Raises:
+      ValueError: naming the argument when ranks or batch dims disagree.
+    """
+    return jnp.concatenate(_latent_parts(hidden, stoch), axis=-1)
 
 
 class Actor(nn.Module):
@@ -119,7 +124,9 @@ class Actor(nn.Module):
     def __call__(self, hidden: jax.Array, stoch: jax.Array) -> jax.Array:
         """Args: `hidden [..., H]`, `stoch [..., Z]` or `[..., S, C]`. Returns `[..., num_outputs]`."""
         dtype = jnp.dtype(self.dtype)
-        x = flatten_latent(hidden, stoch).astype(dtype)
+        # The first Dense gets the two parts: it concatenates them, or, on many rows, sums two
+        # products so the concatenated input is never written (`_src/dense.py`).
+        x = tuple(part.astype(dtype) for part in _latent_parts(hidden, stoch))
         for i, width in enumerate(self.hidden_sizes):
             # The norm supplies the shift, so the Dense needs no bias (as DreamerV3).
             x = Dense(
