@@ -24,12 +24,14 @@ Caveats:
 
 Several inputs: `Dense` also takes a tuple of arrays `(x_1, ..., x_n)`, `[..., K_i]` each, and
 computes the same layer as on their concatenation `[..., sum K_i]` (one kernel, the same
-params). On many rows and a narrow layer it computes `sum_i x_i @ W_i` on the kernel's row
-blocks instead, so the concatenated input is never written: at the actor's S step (15,360
-rows, 512 + 1024 inputs, 256 units) that took 0.90-0.93 of the step's time, at 4,096 rows 0.93,
-while at 1,024 rows it was even (0.98-1.00) and at 4,096 rows of 1024 units slower (1.01-1.03),
-and at a handful of rows (acting) two products cost more than one product and a copy
-(`python -m benchmarks.round_two_probes split`). Hence the rule in `_sum_of_products`. The two
+params). On many rows of a narrow layer it computes `sum_i x_i @ W_i` on the kernel's row
+blocks instead, so the concatenated input is never written. Measured as the actor's training
+step with the first layer forced to each form (`python -m benchmarks.round_two_probes split`,
+three runs on a 2-core Xeon VM, time of the sum / time of the concatenation; inputs 512 + 1024):
+15,360 rows of 256 units 0.902, 0.927, 0.941; 4,096 rows of 256 units 0.931, 0.933, 0.968;
+1,024 rows 1.003, 0.980, 0.963; 15,360 rows of 512 units 0.976 (one run); 4,096 rows of 1024
+units 1.030, 1.010, 1.009. At acting sizes (1 to 16 rows) two products cost more than one
+product and a copy (`... round_two_probes act`). Hence the rule in `_sum_of_products`. The two
 forms agree to float rounding, not bit for bit.
 """
 

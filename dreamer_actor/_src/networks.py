@@ -85,6 +85,9 @@ class Actor(nn.Module):
     each Dense is `_src/dense.py`'s (`nn.Dense`'s params and outputs, a weight gradient XLA CPU
     runs faster), so params of the plain flax composition load unchanged. Both are `custom_vjp`s:
     reverse mode (and reverse over reverse, `jax.hessian`) works, `jax.jvp` raises `TypeError`.
+    The first Dense gets `hidden` and the flattened `stoch` as two inputs: on many rows (a
+    training batch) it sums two products instead of concatenating them first, which agrees with
+    the concatenated form to float rounding.
     The output layer is a Dense of `num_outputs` units (the family's `num_outputs(config)`,
     e.g. `2A` for the Gaussians, `A` logits for categorical) initialized with variance scale
     `output_scale`.
