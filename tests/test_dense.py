@@ -144,6 +144,16 @@ def test_several_inputs_are_the_layer_on_their_concatenation(monkeypatch, sum_of
     assert ("tensor<3x5x13xf32>" in text) == (not sum_of_products)
 
 
+def test_bfloat16_compute_concatenates_whatever_the_rule(monkeypatch):
+    """Summing bfloat16 products would round each before the sum: a bfloat16 layer concatenates."""
+    monkeypatch.setattr(dense_module, "_sum_of_products", lambda rows, features: True)
+    parts = (_normal(0, (3, 5, 4)), _normal(1, (3, 5, 9)))
+    module = Dense(6, dtype=jnp.bfloat16)
+    params = module.init(jax.random.key(0), parts)
+    assert "tensor<3x5x13xbf16>" in jax.jit(module.apply).lower(params, parts).as_text()
+    np.testing.assert_array_equal(module.apply(params, parts), module.apply(params, jnp.concatenate(parts, -1)))
+
+
 def test_the_rule_sums_products_on_many_rows_of_a_narrow_layer():
     """The default rule, as documented: many rows and at most 256 features sum products."""
     rule = dense_module._sum_of_products

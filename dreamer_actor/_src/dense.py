@@ -32,7 +32,8 @@ three runs on a 2-core Xeon VM, time of the sum / time of the concatenation; inp
 1,024 rows 1.003, 0.980, 0.963; 15,360 rows of 512 units 0.976 (one run); 4,096 rows of 1024
 units 1.030, 1.010, 1.009. At acting sizes (1 to 16 rows) two products cost more than one
 product and a copy (`... round_two_probes act`). Hence the rule in `_sum_of_products`. The two
-forms agree to float rounding, not bit for bit.
+forms agree to float rounding, not bit for bit. In a compute dtype narrower than float32 the
+layer always concatenates (each product would be rounded to it before the sum).
 """
 
 from __future__ import annotations
@@ -152,7 +153,9 @@ class Dense(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
         *parts, kernel, bias = nn.dtypes.promote_dtype(*parts, kernel, bias, dtype=self.dtype)
         rows = math.prod(parts[0].shape[:-1])
-        if len(parts) == 1 or not _sum_of_products(rows, self.features):
+        # In bfloat16 / float16 each product would be rounded before the sum: concatenate there.
+        narrow = jnp.finfo(kernel.dtype).bits < 32
+        if len(parts) == 1 or narrow or not _sum_of_products(rows, self.features):
             y = dense(jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0], kernel)
         else:
             starts = [sum(sizes[:i]) for i in range(len(sizes))]
