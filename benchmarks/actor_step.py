@@ -196,9 +196,8 @@ def ours_loss(params, config, hidden, stoch, advantage, key) -> jax.Array:
 
 @contextlib.contextmanager
 def first_layer_form(form: str):
-    """While tracing inside it, every several-input `Dense` (`Actor`'s first layer, the agent's MLPs)
-    concatenates its inputs (`"concatenate"`) or sums products on the kernel's row blocks (`"sum"`),
-    whatever `_src/dense.py`'s rule says."""
+    """While tracing inside it, `Actor`'s first Dense concatenates its two inputs (`"concatenate"`)
+    or sums two products on the kernel's row blocks (`"sum"`), whatever `_src/dense.py`'s rule says."""
     if form not in ("concatenate", "sum"):
         raise ValueError(f"first_layer_form: `form` must be 'concatenate' or 'sum', got {form!r}.")
     rule = dense_module._sum_of_products

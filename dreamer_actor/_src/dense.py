@@ -30,8 +30,10 @@ step with the first layer forced to each form (`python -m benchmarks.round_two_p
 three runs on a 2-core Xeon VM, time of the sum / time of the concatenation; inputs 512 + 1024):
 15,360 rows of 256 units 0.902, 0.927, 0.941; 4,096 rows of 256 units 0.931, 0.933, 0.968;
 1,024 rows 1.003, 0.980, 0.963; 15,360 rows of 512 units 0.976 (one run); 4,096 rows of 1024
-units 1.030, 1.010, 1.009. At acting sizes (1 to 16 rows) two products cost more than one
-product and a copy (`... round_two_probes act`). Hence the rule in `_sum_of_products`. The two
+units 1.030, 1.010, 1.009; the agent's `[8192, 128 + 128]` -> 128 heads 1.020-1.027 of the update
+(`... round_two_probes agent-split` at commit 69771f5), so the agent concatenates. At acting
+sizes (1 to 16 rows) two products cost more than one product and a copy (`... round_two_probes
+act`). Hence the rule in `_sum_of_products`. The two
 forms agree to float rounding, not bit for bit. In a compute dtype narrower than float32 the
 layer always concatenates (each product would be rounded to it before the sum).
 """

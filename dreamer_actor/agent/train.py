@@ -93,7 +93,7 @@ class Critic(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
-        feat = (h, z.reshape(*z.shape[:-2], -1))  # read as their concatenation (`wm.MLP`)
+        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
         return wm.MLP(self.units, self.layers, out=self.num_bins, zero_out=True)(feat)
 
 

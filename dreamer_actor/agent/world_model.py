@@ -181,8 +181,6 @@ class MLP(nn.Module):
 
     Built from the Actor's blocks (`_src/dense.py`, `_src/fused_norm.py`): the params of
     `nn.Dense` / `nn.LayerNorm` followed by `jax.nn.silu`, with backwards XLA CPU runs faster.
-    `x` is `[..., F]` or a tuple of parts `[..., F_i]`, read as their concatenation (the first
-    Dense sums products on many rows instead of building it).
     """
 
     units: int
@@ -191,9 +189,7 @@ class MLP(nn.Module):
     zero_out: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array | tuple[jax.Array, ...]) -> jax.Array:
-        if isinstance(x, tuple) and self.layers == 0 and self.out is None:
-            return jnp.concatenate(x, -1)
+    def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.layers):
             x = Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
             x = FusedLayerNormAct("silu", eps=1e-3, name=f"norm_{i}")(x)
@@ -254,16 +250,16 @@ class WorldModel(nn.Module):
 
     def posterior(self, h: jax.Array, embed: jax.Array) -> jax.Array:
         """`[..., D]`, `[..., E]` -> posterior probabilities `[..., S, C]` (unimixed)."""
-        return self._probs(self.post_net((h, embed)))
+        return self._probs(self.post_net(jnp.concatenate([h, embed], -1)))
 
     def heads(self, h: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Feature heads: `(decoded symlog obs [..., O], reward logits [..., K], continue logit [...])`."""
-        feat = (h, z.reshape(*z.shape[:-2], -1))  # the MLPs' first Dense reads the parts as one
+        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
         return self.decoder(feat), self.reward_head(feat), self.cont_head(feat)[..., 0]
 
     def reward_cont(self, h: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`(reward logits [..., K], continue logit [...])` without the decoder (for imagination)."""
-        feat = (h, z.reshape(*z.shape[:-2], -1))
+        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
         return self.reward_head(feat), self.cont_head(feat)[..., 0]
 
     def __call__(self, obs: jax.Array, action: jax.Array) -> Any:
