@@ -16,7 +16,8 @@ gradient alone in each form; `agent-dense` times the agent's update with flax's 
 the LayerNorm + SiLU rewrites that did not pay; `agent-act` times the agent loop's acting step
 (`run.loop_act`) against the call the loop made before it; `split` times the training step with
 the first layer forced to concatenate vs to sum two products (`actor_step.first_layer_form`) at S,
-L, two smaller state counts and a 512-unit trunk.
+L, two smaller state counts and a 512-unit trunk; `agent-split` times the agent's update with its
+actor's first layer forced to each form.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -453,6 +454,25 @@ def split_input(rounds: int = 11) -> None:
         print(f"step {name} ({w.states} states): {_ratios(rounds_of(fns, rounds), 'concatenated')}", flush=True)
 
 
+def agent_split(rounds: int = 9) -> None:
+    """The agent's update with its actor's first layer forced to concatenate vs to sum two products."""
+    from benchmarks import actor_step, agent_update
+    from dreamer_actor.agent import train as agent_train
+
+    for env_id in ("Pendulum-v1", "CartPole-v1"):
+        agent = agent_update.build(env_id, "reinforce", False)
+        batch = jax.device_put(agent.replay.sample(agent.config.batch, agent.config.length))
+        fns, concats = {}, {}
+        for form in ("concatenate", "sum"):
+            update = agent_train.make_update(agent.wm_config, agent.actor_config, agent.config)
+            fns[form] = agent_update.make_update_fn(agent, update, batch)
+            with actor_step.first_layer_form(form):
+                jax.block_until_ready(fns[form]())  # traced (and compiled) in this form
+                concats[form] = update.lower(agent.state, batch).as_text().count("stablehlo.concatenate")
+        print(f"agent update {env_id}, REINFORCE, concatenations in the lowered update {concats}: "
+              f"{_ratios(rounds_of(fns, rounds), 'concatenate')}", flush=True)  # fmt: skip
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sections = (
@@ -465,6 +485,7 @@ if __name__ == "__main__":
         "norm-variants",
         "agent-act",
         "split",
+        "agent-split",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -481,5 +502,5 @@ if __name__ == "__main__":
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
-        run["split"] = split_input
+        run["split"], run["agent-split"] = split_input, agent_split
         run[parsed.section]()
