@@ -17,7 +17,8 @@ the LayerNorm + SiLU rewrites that did not pay; `agent-act` times the agent loop
 (`run.loop_act`) against the call the loop made before it; `split` times the training step with
 the first layer forced to concatenate vs to sum two products (`actor_step.first_layer_form`) at S,
 L, two smaller state counts and a 512-unit trunk; `agent-split` times the agent's update with its
-actor's first layer forced to each form.
+actor's first layer forced to each form; `dense-forward` times `_src/dense.py`'s forward product
+against a transposed kernel.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -473,6 +474,49 @@ def agent_split(rounds: int = 9) -> None:
               f"{_ratios(rounds_of(fns, rounds), 'concatenate')}", flush=True)  # fmt: skip
 
 
+def dense_forward(rounds: int = 9) -> None:
+    """`_src/dense.py`'s forward product as `x @ W` (current) vs against a materialized `W^T`, its
+    contraction on both operands' last dim ("NT"), behind a barrier: alone, in the S and L steps, acting."""
+    import dreamer_actor._src.dense as dense_module
+    from benchmarks import actor_step
+
+    current = dense_module._forward
+
+    def nt_forward(x, kernel):
+        kernel_t = jax.lax.optimization_barrier(kernel.T)  # kept [F, K]: XLA cannot fold it into the dot
+        return jax.lax.dot_general(x, kernel_t, (((x.ndim - 1,), (1,)), ((), ())))
+
+    forms = {"x @ W": current, "x @ (W^T)^T, NT": nt_forward}
+    rng = np.random.default_rng(0)
+    x, w = (
+        jnp.asarray(rng.standard_normal((15360, 1536), np.float32)),
+        jnp.asarray(rng.standard_normal((1536, 256), np.float32)),
+    )
+    alone = {name: functools.partial(jax.jit(f), x, w) for name, f in forms.items()}
+    print(f"[15360, 1536] x [1536, 256] alone: {_ratios(rounds_of(alone, rounds, calls=3), 'x @ W')}", flush=True)
+    for name in ("S", "L"):
+        s = actor_step.make_setup(actor_step.workloads(False)[name])
+        args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+        fns = {}
+        for form, f in forms.items():
+            dense_module._forward = f
+            fns[form] = functools.partial(jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile(), *args)
+        dense_module._forward = current
+        print(f"step {name}: {_ratios(rounds_of(fns, rounds), 'x @ W')}", flush=True)
+    cfg = da.ActorConfig.create(-1.0, 1.0, action_dim=6, layers=3, units=256)
+    for batch in (1, 16):
+        h = rng.standard_normal((batch, 512), dtype=np.float32)
+        z = np.eye(32, dtype=np.float32)[rng.integers(0, 32, (batch, 32))]
+        params, key = da.Actor.from_config(cfg).init(jax.random.key(0), h, z), jax.random.key(1)
+        fns = {}
+        for form, f in forms.items():
+            dense_module._forward = f
+            compiled = jax.jit(functools.partial(da.act, training=False)).lower(params, cfg, h, z, key).compile()
+            fns[form] = functools.partial(lambda c, *a: np.asarray(c(*a)), compiled, params, cfg, h, z, key)
+        dense_module._forward = current
+        print(f"act batch {batch}: {_ratios(rounds_of(fns, rounds, calls=200), 'x @ W')}", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sections = (
@@ -486,6 +530,7 @@ if __name__ == "__main__":
         "agent-act",
         "split",
         "agent-split",
+        "dense-forward",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -502,5 +547,5 @@ if __name__ == "__main__":
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
-        run["split"], run["agent-split"] = split_input, agent_split
+        run["split"], run["agent-split"], run["dense-forward"] = split_input, agent_split, dense_forward
         run[parsed.section]()
