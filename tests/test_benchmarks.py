@@ -30,27 +30,22 @@ with warnings.catch_warnings():
     from benchmarks import actor_step
 
 
-@pytest.mark.slow
-def test_quick_benchmark_writes_json_and_markdown(tmp_path):
+def _quick_benchmark(out, *args: str) -> dict:
+    """Runs `python -m benchmarks.actor_step --quick --out OUT ARGS...`; returns its JSON."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.actor_step",
-            "--quick",
-            "--only",
-            "head,step,act,compile",
-            "--out",
-            str(tmp_path),
-            "--no-torch-compile",
-        ],
+        [sys.executable, "-m", "benchmarks.actor_step", "--quick", "--out", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-5000:]
-    data = json.loads((tmp_path / "actor_step.json").read_text())
+    return json.loads((out / "actor_step.json").read_text())
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_json_and_markdown(tmp_path):
+    data = _quick_benchmark(tmp_path, "--only", "head,step,act,compile", "--no-torch-compile")
     sections = data["sections"]
     assert set(sections) == {"head", "step", "act", "compile"}
     for summary in (sections["head"], sections["step"]["S"], sections["act"]["batch1"], sections["act"]["batch16"]):
@@ -176,15 +171,7 @@ def test_thunk_categories_name_what_each_instruction_of_the_step_computes():
 @pytest.mark.slow
 def test_dispatch_section_runs_each_mode_in_its_own_process(tmp_path):
     """`--only dispatch`: one child per mode, each reporting the dispatch setting its CPU client was made with."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.actor_step", "--quick", "--only", "dispatch", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    data = json.loads((tmp_path / "actor_step.json").read_text())
+    data = _quick_benchmark(tmp_path, "--only", "dispatch")
     runs = data["sections"]["dispatch"]["runs"]
     assert [(r["mode"], r["async_dispatch"]) for r in runs] == [("async", True), ("sync", False)]
     for r in runs:

@@ -33,13 +33,14 @@ three runs on a 2-core Xeon VM, time of the sum / time of the concatenation; inp
 units 1.030, 1.010, 1.009; the agent's `[8192, 128 + 128]` -> 128 heads 1.020-1.027 of the update
 (`... round_two_probes agent-split` at commit 69771f5), so the agent concatenates. At acting
 sizes (1 to 16 rows) two products cost more than one product and a copy (`... round_two_probes
-act`). Hence the rule in `_sum_of_products`. The two
-forms agree to float rounding, not bit for bit. In a compute dtype narrower than float32 the
-layer always concatenates (each product would be rounded to it before the sum).
+act`). Hence the rule in `_sum_of_products`. The two forms agree to float rounding, not bit for
+bit. In a compute dtype narrower than float32 the layer always concatenates (each product would
+be rounded to it before the sum).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -160,6 +161,6 @@ class Dense(nn.Module):
         if len(parts) == 1 or narrow or not _sum_of_products(rows, self.features):
             y = dense(jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0], kernel)
         else:
-            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            starts = (0, *itertools.accumulate(sizes[:-1]))
             y = sum(dense(p, kernel[s : s + k]) for p, s, k in zip(parts, starts, sizes, strict=True))
         return y if bias is None else y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))

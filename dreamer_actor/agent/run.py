@@ -208,8 +208,8 @@ def loop_act(
 
     The observation and `is_first` go into the jitted step as NumPy arrays, and each action comes
     back with one copy before it is indexed on the host: `jnp.asarray` on the inputs and
-    `action[0]` on the device are dispatches of their own, which took this step from 221 to
-    450 us (`python -m benchmarks.agent_update`, benchmarks/README.md).
+    `action[0]` on the device are calls into JAX of their own, which took this step from 259 to
+    467 us (`python -m benchmarks.round_two_probes agent-act`, benchmarks/README.md).
     """
     latent, action, model_action = policy_step(
         wm_params, actor_params, latent, prev, np.asarray(obs, np.float32)[None], np.asarray([is_first]), key, step,
