@@ -434,11 +434,23 @@ def agent_act(rounds: int = 7) -> None:
     print("agent acting step, Pendulum-v1: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)
 
 
-def split_input(rounds: int = 11) -> None:
+def split_input(rounds: int = 11, concat_only: bool = False) -> None:
     """The training step with the first layer forced to concatenate vs to sum two products, at several sizes."""
     from benchmarks import actor_step
 
     base = actor_step.workloads(False)
+    if concat_only:  # the S step's input concatenation alone, XLA vs numpy
+        s = actor_step.make_setup(base["S"])
+        h = s.hidden.reshape(-1, s.hidden.shape[-1])
+        z = s.stoch.reshape(h.shape[0], -1)
+        hn, zn = np.asarray(h), np.asarray(z)
+        concat = jax.jit(lambda h, z: jnp.concatenate([h, z], -1))
+        t = interleaved({"xla": lambda: concat(h, z), "numpy": lambda: np.concatenate([hn, zn], -1)}, 7, 5)
+        print(
+            f"concatenate {list(h.shape)} + {list(z.shape)}: "
+            + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items())
+        )
+        return
     for name, w in (
         ("S", base["S"]),
         ("S widths, 4096 states", dataclasses.replace(base["S"], starts=256, horizon=16)),
@@ -534,6 +546,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
+    parser.add_argument("--concat-only", action="store_true", help="split: time the input concatenation alone")
     parser.add_argument(
         "--sync-dispatch",
         action="store_true",
@@ -547,5 +560,6 @@ if __name__ == "__main__":
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
-        run["split"], run["agent-split"], run["dense-forward"] = split_input, agent_split, dense_forward
+        run["split"] = functools.partial(split_input, concat_only=parsed.concat_only)
+        run["agent-split"], run["dense-forward"] = agent_split, dense_forward
         run[parsed.section]()
