@@ -278,6 +278,23 @@ def with_adam(loss_fn: Callable[..., jax.Array]) -> Callable[..., Any]:
     return step
 
 
+def _dot_operands(w: Workload, rows: int, backward: bool) -> tuple[list[np.ndarray], list[bool], float]:
+    """Random host operands `[x_i, W_i, g_i, ...]` for the trunk's products at `rows` states.
+
+    Returns `(arrays, needs_dx, flops)`; `needs_dx[i]` says layer `i` has an input gradient
+    (every layer's but the first: the latent is no parameter). Without `backward` the `g_i` are
+    still made (same list layout) but only the forward products count.
+    """
+    dims = [w.in_dim] + [w.units] * w.layers + [2 * w.action_dim]
+    rng = np.random.default_rng(0)
+    arrays, needs_dx, flops = [], [], 0.0
+    for i, (k, m) in enumerate(itertools.pairwise(dims)):
+        arrays += [rng.standard_normal(shape, dtype=np.float32) for shape in ((rows, k), (k, m), (rows, m))]
+        needs_dx.append(i > 0)
+        flops += 2.0 * rows * k * m * ((3 if i > 0 else 2) if backward else 1)
+    return arrays, needs_dx, flops
+
+
 def trunk_dots(w: Workload) -> tuple[Callable[..., Any], list[jax.Array], float]:
     """Baseline 3: exactly the matrix products of the trunk's forward and backward, nothing else.
 
@@ -285,19 +302,7 @@ def trunk_dots(w: Workload) -> tuple[Callable[..., Any], list[jax.Array], float]
     `G_i @ W_i^T` (input gradients, except the first layer's: the latent is no
     parameter). Returns `(fn, operands, flops)`.
     """
-    dims = [w.in_dim] + [w.units] * w.layers + [2 * w.action_dim]
-    n = w.states
-    rng = np.random.default_rng(0)
-
-    def arr(*shape: int) -> jax.Array:
-        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
-
-    operands, flops = [], 0.0
-    for i, (k, m) in enumerate(itertools.pairwise(dims)):
-        operands.append((arr(n, k), arr(k, m), arr(n, m), i > 0))
-        flops += 2.0 * n * k * m * (3 if i > 0 else 2)
-    arrays = [a for x, wt, g, _ in operands for a in (x, wt, g)]
-    needs_dx = [dx for *_, dx in operands]
+    host, needs_dx, flops = _dot_operands(w, w.states, backward=True)
 
     def fn(*arrays):
         out = []
@@ -309,7 +314,61 @@ def trunk_dots(w: Workload) -> tuple[Callable[..., Any], list[jax.Array], float]
                 out.append(jax.lax.dot_general(g, wt, (((1,), (1,)), ((), ()))))
         return out
 
-    return fn, arrays, flops
+    return fn, [jnp.asarray(a) for a in host], flops
+
+
+def torch_trunk_dots(w: Workload) -> tuple[Callable[[], Any], float]:
+    """`trunk_dots`'s products on the same operands in PyTorch: `(fn, flops)`, `fn` timed to completion.
+
+    Side by side with `matmuls_only` this is XLA's matrix-product library against PyTorch's
+    (MKL or OpenBLAS on the CPU) on exactly the step's shapes, outside any step.
+    """
+    import torch
+
+    from benchmarks import torch_actor
+
+    device = torch_actor.default_device()
+    host, needs_dx, flops = _dot_operands(w, w.states, backward=True)
+    arrays = [torch.from_numpy(a).to(device) for a in host]
+
+    def fn():
+        out = []
+        for i, dx in enumerate(needs_dx):
+            x, wt, g = arrays[3 * i : 3 * i + 3]
+            out += [x @ wt, x.T @ g] + ([g @ wt.T] if dx else [])
+        torch_actor.synchronize(device)
+        return out
+
+    return fn, flops
+
+
+def forward_dots(w: Workload) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+    """The trunk's forward products alone at `w.states` rows (acting sizes), `(jax_fn, torch_fn or None)`.
+
+    Each layer's `x_i @ W_i` on its own random operands, one jitted call for JAX (operands on
+    the device), one eager call per product for PyTorch: what `act`'s products cost without the
+    norms, activations, head, noise and host copies around them.
+    """
+    host, needs_dx, _ = _dot_operands(w, w.states, backward=False)
+    operands = [jnp.asarray(a) for i, a in enumerate(host) if i % 3 < 2]
+    dots = jax.jit(lambda *a: [a[2 * i] @ a[2 * i + 1] for i in range(len(needs_dx))])
+    jax_fn = functools.partial(dots, *operands)
+    try:
+        import torch
+
+        from benchmarks import torch_actor
+    except ImportError:
+        return jax_fn, None
+    device = torch_actor.default_device()
+    tensors = [torch.from_numpy(a).to(device) for i, a in enumerate(host) if i % 3 < 2]
+
+    def torch_fn():
+        with torch.no_grad():
+            out = [tensors[2 * i] @ tensors[2 * i + 1] for i in range(len(needs_dx))]
+        torch_actor.synchronize(device)
+        return out
+
+    return jax_fn, torch_fn
 
 
 def step_flops(w: Workload) -> float:
@@ -474,6 +533,7 @@ def _step_variants(
         step = tb.step_fn()
         targs = (tb.hidden, tb.stoch, tb.advantage)
         variants["torch_eager"] = lambda: step(*targs)
+        variants["torch_matmuls_only"] = torch_trunk_dots(s.workload)[0]
         if torch_compile:
             compiled, status, first = torch_compile_works(step, *targs)
             extra["torch_compile"] = {"status": status, "first_call_s": first}
@@ -502,6 +562,14 @@ def section_step(args, setups) -> dict[str, Any]:
         for t in ("torch_eager", "torch_compile"):
             if t in times:
                 ratios[f"ours / {t}"] = ("ours", t)
+        if "torch_matmuls_only" in times:
+            # XLA's products vs PyTorch's on the same shapes; with nothing else in the step, ours
+            # could be at best `matmuls_only / torch_compile` of torch.compile's time.
+            ratios["matmuls_only / torch_matmuls_only"] = ("matmuls_only", "torch_matmuls_only")
+            for t in ("torch_compile", "torch_eager"):
+                if t in times:
+                    ratios[f"matmuls_only / {t}"] = ("matmuls_only", t)
+                    ratios[f"torch roofline: {t} / torch_matmuls_only"] = (t, "torch_matmuls_only")
         result = T.summarize(times, ratios)
         flops = step_flops(s.workload)
         dots_s = result["times"]["matmuls_only"]["median"]
@@ -522,24 +590,33 @@ def _act_row(args, s: Setup, act: Callable[..., Any]) -> dict[str, Any]:
     h, z = np.array(s.hidden[0]), np.array(s.stoch[0])  # host arrays [batch, ...]
     c, p, key = s.config, s.params, s.key
     fwd = jax.jit(trunk_of(c).apply)
+    dots, torch_dots = forward_dots(s.workload)
     variants = {
         "ours": lambda: np.asarray(act(p, c, h, z, key)),
         "trunk_forward": lambda: np.asarray(fwd(p, h, z)),
+        "forward_products": lambda: T.block(dots()),
     }
     extra: dict[str, Any] = {}
     if args.torch["installed"]:
         tact = TorchBench(s).act_fn()
         variants["torch_eager"] = lambda: tact(h, z)
+        variants["torch_forward_products"] = torch_dots
         if args.torch_compile:
             compiled, status, first = torch_compile_works(tact, h, z)
             extra["torch_compile"] = {"status": status, "first_call_s": first}
             if compiled is not None:
                 variants["torch_compile"] = lambda: compiled(h, z)
     times = T.interleaved(variants, repeats=args.repeats, warmup=args.warmup, min_round_s=args.min_round_s)
-    ratios = {"ours / trunk_forward": ("ours", "trunk_forward")}
+    ratios = {
+        "ours / trunk_forward": ("ours", "trunk_forward"),
+        "roofline: ours / forward_products": ("ours", "forward_products"),
+    }
     for t in ("torch_eager", "torch_compile"):
         if t in times:
             ratios[f"ours / {t}"] = ("ours", t)
+    if "torch_forward_products" in times:
+        ratios["forward_products / torch_forward_products"] = ("forward_products", "torch_forward_products")
+        ratios["forward_products / torch_eager"] = ("forward_products", "torch_eager")
     return {**T.summarize(times, ratios), **extra}
 
 
@@ -758,12 +835,12 @@ def section_dispatch(args, setups) -> dict[str, Any]:
     return {"runs": runs}
 
 
-def dispatch_ratio(results: dict[str, Any], mode: str, batch: int) -> float | None:
-    """Median over `mode`'s child processes of each one's median act ours / torch eager at `batch`."""
+def dispatch_ratio(results: dict[str, Any], mode: str, batch: int, ratio: str = "ours / torch_eager") -> float | None:
+    """Median over `mode`'s child processes of each one's median act `ratio` at `batch`."""
     values = [
-        r[f"batch{batch}"]["ratios"]["ours / torch_eager"]["median"]
+        r[f"batch{batch}"]["ratios"][ratio]["median"]
         for r in _ratio(results, "dispatch", "runs") or []
-        if r.get("mode") == mode and "ours / torch_eager" in r.get(f"batch{batch}", {}).get("ratios", {})
+        if r.get("mode") == mode and ratio in r.get(f"batch{batch}", {}).get("ratios", {})
     ]
     return float(np.median(values)) if values else None
 
@@ -815,6 +892,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                      None, "<="))  # fmt: skip
         rows.append((f"step {name}: split first layer / concatenated input",
                      med(*ratios, "ours_split_input / ours_concat_input"), None, "<="))  # fmt: skip
+        rows.append((f"step {name}: XLA's products / PyTorch's, same shapes",
+                     med(*ratios, "matmuls_only / torch_matmuls_only"), None, "<="))  # fmt: skip
+        rows.append((f"step {name}: XLA's products alone / torch.compile's whole step",
+                     med(*ratios, "matmuls_only / torch_compile"), None, "<="))  # fmt: skip
     for b in (1, 16):
         rows.append((f"act batch {b}: ours / torch eager", med("act", f"batch{b}", "ratios", "ours / torch_eager"),
                      0.7, "<="))  # fmt: skip
@@ -823,6 +904,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for b in (1, 16):
         rows.append((f"act batch {b}, async dispatch off: ours / torch eager", dispatch_ratio(results, "sync", b),
                      0.7, "<="))  # fmt: skip
+    for b in (1, 16):
+        rows.append((f"act batch {b}, async dispatch off: XLA's forward products / PyTorch's",
+                     dispatch_ratio(results, "sync", b, "forward_products / torch_forward_products"),
+                     None, "<="))  # fmt: skip
+        rows.append((f"act batch {b}, async dispatch off: XLA's forward products alone / torch eager's act",
+                     dispatch_ratio(results, "sync", b, "forward_products / torch_eager"), None, "<="))  # fmt: skip
     rows.append(("compile S step (trace+lower+compile, s)", med("compile", "ours", "total"), 3.0, "<="))
     mem = _ratio(results, "memory", "ours", "peak_ratio_vs_trunk")
     rows.append(("peak RSS S step: ours / trunk", mem, 1.1, "<="))
@@ -994,6 +1081,24 @@ def markdown(results: dict[str, Any]) -> str:
             t = r["step_S"]["times"]
             cells += [_fmt_time(t["ours"]["median"]), _fmt_time(t["trunk"]["median"])]
             cells.append(f"{r['step_S']['ratios']['ours / trunk']['median']:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "The trunk's forward products alone (`forward_dots`), in the same processes:",
+            "",
+            "| mode | b1: XLA | PyTorch | XLA / PyTorch | b16: XLA | PyTorch | XLA / PyTorch |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in sec["dispatch"]["runs"]:
+            if "error" in r:
+                continue
+            cells = [r["mode"]]
+            for b in (1, 16):
+                t, rt = r[f"batch{b}"]["times"], r[f"batch{b}"]["ratios"]
+                for v in ("forward_products", "torch_forward_products"):
+                    cells.append(_fmt_time(t[v]["median"]) if v in t else "-")
+                key = "forward_products / torch_forward_products"
+                cells.append(f"{rt[key]['median']:.3f}" if key in rt else "-")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -55,6 +55,12 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
             assert stats["median"] > 0.0
     assert "ours / distrax" in sections["head"]["ratios"]
     assert "roofline: ours / matmuls_only" in sections["step"]["S"]["ratios"]
+    with_torch = "ours / torch_eager" in sections["step"]["S"]["ratios"]
+    assert ("matmuls_only / torch_matmuls_only" in sections["step"]["S"]["ratios"]) == with_torch
+    for b in (1, 16):
+        act_ratios = sections["act"][f"batch{b}"]["ratios"]
+        assert "roofline: ours / forward_products" in act_ratios
+        assert ("forward_products / torch_forward_products" in act_ratios) == with_torch
     names = [row["name"] for row in data["targets"]]
     assert "step S: ours / bare flax trunk" in names and "head maths: ours / distrax" in names
     assert "ours_split_input / ours_concat_input" in sections["step"]["S"]["ratios"]
@@ -107,6 +113,43 @@ def test_matmul_flops_count_forward_and_backward_products():
     fn, operands, flops = actor_step.trunk_dots(w)
     assert flops == expected
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in fn(*operands))
+
+
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_torch_products_are_the_xla_products_on_the_same_operands():
+    w = actor_step.Workload("t", 2, 3, hidden=4, stoch=(2, 3), layers=2, units=5, action_dim=1)
+    fn, operands, flops = actor_step.trunk_dots(w)
+    if not _torch_importable():  # CI installs no torch: the PyTorch side must say so, not half-run
+        with pytest.raises(ImportError):
+            actor_step.torch_trunk_dots(w)
+        return
+    torch_fn, torch_flops = actor_step.torch_trunk_dots(w)
+    assert torch_flops == flops
+    ours, theirs = fn(*operands), torch_fn()
+    assert [tuple(x.shape) for x in ours] == [tuple(t.shape) for t in theirs]
+    for x, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(np.asarray(x), t.cpu().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_forward_products_are_each_layers_input_times_its_kernel():
+    w = actor_step.Workload("t", 3, 1, hidden=4, stoch=(2, 3), layers=2, units=5, action_dim=2)
+    host, needs_dx, _ = actor_step._dot_operands(w, w.states, backward=False)
+    expected = [host[3 * i] @ host[3 * i + 1] for i in range(len(needs_dx))]
+    jax_fn, torch_fn = actor_step.forward_dots(w)
+    assert (torch_fn is not None) == _torch_importable()
+    outputs = [("jax", jax_fn)] + ([("torch", torch_fn)] if torch_fn is not None else [])
+    for name, f in outputs:
+        got = [np.asarray(x) if name == "jax" else x.cpu().numpy() for x in f()]
+        assert [g.shape for g in got] == [(3, 5), (3, 5), (3, 4)]
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
 
 
 def test_first_layer_forms_give_the_same_loss_and_gradients():
