@@ -18,7 +18,8 @@ the LayerNorm + SiLU rewrites that did not pay; `agent-act` times the agent loop
 the first layer forced to concatenate vs to sum two products (`actor_step.first_layer_form`) at S,
 L, two smaller state counts and a 512-unit trunk; `agent-split` times the agent's update with its
 actor's first layer forced to each form; `dense-forward` times `_src/dense.py`'s forward product
-against a transposed kernel.
+against a transposed kernel; `small-forms` times the first layer's product at batch 1 and 16 in
+every form XLA could be asked for, against PyTorch (MKL) and numpy.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -169,6 +170,33 @@ def small_matmul() -> None:
     cells = ", ".join(f"{n} {v * 1e6:.0f} us" for n, v in t.items())
     print(f"chained [1, 256] x [256, 256] products per call: {cells}; {slope * 1e6:.1f} us per product, "
           f"{(t[1] - slope) * 1e6:.0f} us per call", flush=True)  # fmt: skip
+
+
+def small_forms() -> None:
+    """`[B, 1536] x [1536, 256]` at acting sizes in every form XLA could be asked for, against MKL (PyTorch)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1536, 256), dtype=np.float32)
+    jw, jwt, wt = jnp.asarray(w), jnp.asarray(w.T.copy()), torch.from_numpy(w)
+    forms = {
+        "x @ W": (jax.jit(lambda x, w: x @ w), jw),
+        "against W^T": (jax.jit(lambda x, wt: jax.lax.dot_general(x, wt, (((1,), (1,)), ((), ())))), jwt),
+        "output columns in 2 products": (
+            jax.jit(lambda x, w: jnp.concatenate([x @ w[:, :128], x @ w[:, 128:]], 1)),
+            jw,
+        ),
+        "inputs in 2 products, summed": (jax.jit(lambda x, w: x[:, :768] @ w[:768] + x[:, 768:] @ w[768:]), jw),
+    }
+    for batch in (1, 16):
+        x = rng.standard_normal((batch, 1536), dtype=np.float32)
+        jx, xt = jnp.asarray(x), torch.from_numpy(x)
+        fns = {k: functools.partial(f, jx, a) for k, (f, a) in forms.items()}
+        fns["PyTorch (MKL)"], fns["numpy"] = (lambda: xt @ wt), (lambda: x @ w)
+        t = interleaved(fns, rounds=7, calls=300)
+        print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, async dispatch "
+              f"{jax.config.values['jax_cpu_enable_async_dispatch']}, B={batch}: "
+              + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)  # fmt: skip
 
 
 # `%name = shape opcode(operands), attributes`; a tuple's shape has spaces, so the shape is non-greedy.
@@ -543,6 +571,7 @@ if __name__ == "__main__":
         "split",
         "agent-split",
         "dense-forward",
+        "small-forms",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -561,5 +590,5 @@ if __name__ == "__main__":
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
         run["split"] = functools.partial(split_input, concat_only=parsed.concat_only)
-        run["agent-split"], run["dense-forward"] = agent_split, dense_forward
+        run["agent-split"], run["dense-forward"], run["small-forms"] = agent_split, dense_forward, small_forms
         run[parsed.section]()
