@@ -19,7 +19,9 @@ the first layer forced to concatenate vs to sum two products (`actor_step.first_
 L, two smaller state counts and a 512-unit trunk; `agent-split` times the agent's update with its
 actor's first layer forced to each form; `dense-forward` times `_src/dense.py`'s forward product
 against a transposed kernel; `small-forms` times the first layer's product at batch 1 and 16 in
-every form XLA could be asked for, against PyTorch (MKL) and numpy.
+every form XLA could be asked for, against PyTorch (MKL) and numpy; `compiler-options` times the
+S step, `act` and the agent's update compiled with several XLA CPU options
+(`COMPILER_OPTIONS`), interleaved in one process.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -197,6 +199,65 @@ def small_forms() -> None:
         print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, async dispatch "
               f"{jax.config.values['jax_cpu_enable_async_dispatch']}, B={batch}: "
               + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in t.items()), flush=True)  # fmt: skip
+
+
+# XLA CPU options given to one compilation (`.lower(...).compile(compiler_options=...)`), so that
+# the variants can be interleaved in one process, unlike `XLA_FLAGS`, which is process-wide.
+COMPILER_OPTIONS = {
+    "default": {},
+    "YNNPACK for dots only": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
+    "no YNNPACK fusions": {"xla_cpu_experimental_ynn_fusion_type": ""},
+    "512-bit vectors": {"xla_cpu_prefer_vector_width": 512},
+}
+
+
+def _compiled_per_option(jitted, *args) -> dict:
+    """Option set name -> `jitted` lowered on `args` and compiled with those options."""
+    lowered = jitted.lower(*args)
+    return {name: lowered.compile(compiler_options=opts) if opts else lowered.compile()
+            for name, opts in COMPILER_OPTIONS.items()}  # fmt: skip
+
+
+def compiler_options(rounds: int = 9) -> None:
+    """The S step, `act` at batch 1 and 16 and the agent's update, each compiled with every
+    `COMPILER_OPTIONS` set, the sets interleaved round by round in this one process."""
+    from benchmarks import actor_step, agent_update
+    from dreamer_actor.agent import train as agent_train
+
+    def report(label: str, compiled: dict, make_fn, calls: int = 1) -> None:
+        fns = {name: make_fn(c) for name, c in compiled.items()}
+        outs = {name: [np.asarray(x, np.float64) for x in jax.tree.leaves(fn())] for name, fn in fns.items()}
+        base = outs["default"]
+        drift = max(float(np.max(np.abs(a - b))) for o in outs.values() for a, b in zip(o, base, strict=True))
+        samples = rounds_of(fns, rounds, calls=calls)
+        cells = []
+        for name, v in samples.items():
+            r = np.array(v) / np.array(samples["default"])
+            t = np.median(v)
+            cells.append(f"{name} {t * 1e3:.1f} ms" if t > 1e-3 else f"{name} {t * 1e6:.0f} us")
+            cells[-1] += f" ({np.median(r):.3f}, {r.min():.3f}-{r.max():.3f})"
+        ynn = ", ".join(f"{n} {c.as_text().count('__ynn_fusion')}" for n, c in compiled.items())
+        print(f"{label} (YNNPACK fusions: {ynn}; largest difference from default {drift:.1e}):\n  " + "; ".join(cells),
+              flush=True)  # fmt: skip
+
+    s = actor_step.make_setup(actor_step.workloads(False)["S"])
+    args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+    step = _compiled_per_option(jax.jit(jax.grad(actor_step.ours_loss)), *args)
+    report("S step", step, lambda c: functools.partial(c, *args))
+    act = jax.jit(functools.partial(da.act, training=False))
+    for b in (1, 16):
+        a = actor_step.make_setup(dataclasses.replace(s.workload, name=f"act{b}", starts=b, horizon=1))
+        act_args = (a.params, a.config, np.array(a.hidden[0]), np.array(a.stoch[0]), a.key)  # host arrays in
+        report(f"act batch {b}, host in and out", _compiled_per_option(act, *act_args),
+               lambda c: (lambda: np.asarray(c(*act_args))), calls=200)  # fmt: skip
+    for env_id in ("Pendulum-v1", "CartPole-v1"):
+        agent = agent_update.build(env_id, "reinforce", False)
+        cfg = agent.config
+        batch = {k: jnp.asarray(v) for k, v in agent.replay.sample(cfg.batch, cfg.length).items()}
+        update = agent_train.make_update(agent.wm_config, agent.actor_config, cfg)
+        compiled = _compiled_per_option(update, agent.state, batch)
+        # each variant updates its own copy of the agent's state, so the first calls' metrics compare
+        report(f"agent update, {env_id}, REINFORCE", compiled, lambda c: agent_update.make_update_fn(agent, c, batch))
 
 
 # `%name = shape opcode(operands), attributes`; a tuple's shape has spaces, so the shape is non-greedy.
@@ -572,6 +633,7 @@ if __name__ == "__main__":
         "agent-split",
         "dense-forward",
         "small-forms",
+        "compiler-options",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -591,4 +653,5 @@ if __name__ == "__main__":
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
         run["split"] = functools.partial(split_input, concat_only=parsed.concat_only)
         run["agent-split"], run["dense-forward"], run["small-forms"] = agent_split, dense_forward, small_forms
+        run["compiler-options"] = compiler_options
         run[parsed.section]()
