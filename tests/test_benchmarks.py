@@ -211,6 +211,27 @@ def test_thunk_categories_name_what_each_instruction_of_the_step_computes():
     }
 
 
+def test_every_compiler_option_set_compiles_the_step_to_the_same_gradient():
+    """Each `COMPILER_OPTIONS` set is an option XLA knows (an unknown name fails to compile), the
+    YNNPACK sets change the fusions they name, and the gradients agree to float rounding."""
+    from benchmarks import round_two_probes
+
+    config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
+    hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
+    stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
+    params = actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch)
+    args = (params, config, hidden, stoch, jax.random.normal(jax.random.key(2), (5, 7)), jax.random.key(3))
+    compiled = round_two_probes._compiled_per_option(jax.jit(jax.grad(actor_step.ours_loss)), *args)
+    assert set(compiled) == set(round_two_probes.COMPILER_OPTIONS)
+    assert compiled["no YNNPACK fusions"].as_text().count("__ynn_fusion") == 0
+    want = jax.tree.leaves(compiled["default"](*args))
+    for name, c in compiled.items():
+        for got, ref in zip(jax.tree.leaves(c(*args)), want, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, err_msg=name)
+    with pytest.raises(Exception, match="no_such_option"):
+        jax.jit(jnp.sin).lower(1.0).compile(compiler_options={"xla_cpu_no_such_option": True})
+
+
 @pytest.mark.slow
 def test_dispatch_section_runs_each_mode_in_its_own_process(tmp_path):
     """`--only dispatch`: one child per mode, each reporting the dispatch setting its CPU client was made with."""
