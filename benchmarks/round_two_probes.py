@@ -358,13 +358,23 @@ def dense_ab(rounds: int = 11) -> None:
     from benchmarks import actor_step
     from dreamer_actor._src.dense import Dense, dense
 
+    class ConcatenatingDense(nn.Dense):
+        """`nn.Dense` on the concatenation of a tuple input (the Actor gives its first layer two parts)."""
+
+        def __call__(self, x):
+            return super().__call__(jnp.concatenate(x, axis=-1) if isinstance(x, tuple | list) else x)
+
     for workload in ("S", "L"):
         s = actor_step.make_setup(actor_step.workloads(False)[workload])
         args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
         fns = {}
-        for name, module in (("nn.Dense", nn.Dense), ("_src/dense.py", Dense)):
+        for name, module, loss in (
+            ("nn.Dense", ConcatenatingDense, actor_step.ours_loss),
+            ("_src/dense.py, concatenated input", Dense, actor_step.ours_concat_loss),
+            ("_src/dense.py", Dense, actor_step.ours_loss),
+        ):
             networks.Dense = module  # the Actor looks its Dense up at trace time
-            compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
+            compiled = jax.jit(jax.grad(loss)).lower(*args).compile()
             fns[name] = lambda compiled=compiled: compiled(*args)
         networks.Dense = Dense
         print(f"step {workload}, (ratio to nn.Dense): {_ratios(rounds_of(fns, rounds), 'nn.Dense')}", flush=True)
