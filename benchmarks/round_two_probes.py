@@ -423,7 +423,7 @@ def norm_variants(rounds: int = 9) -> None:
         mu, ms = m[..., :1], m[..., 1:]
         return mu, jax.lax.rsqrt(jnp.maximum(0.0, ms - mu * mu) + eps)
 
-    def variant(stats, fwd_barrier, bwd_barrier, gh_barrier):
+    def variant(stats, fwd_barrier, bwd_barrier, gh_barrier, scale_products=False):
         def fwd(x, scale, bias, eps, activation):
             mu, r = stats(x, eps)
             mu, r = barrier((mu, r)) if fwd_barrier else (mu, r)
@@ -437,7 +437,11 @@ def norm_variants(rounds: int = 9) -> None:
             gh = gz * fn._row(scale, x.ndim, z.dtype)
             gh = barrier(gh) if gh_barrier else gh  # its own loop fusion: no materialized scale broadcast
             mean = functools.partial(jnp.mean, axis=-1, keepdims=True)
-            dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
+            if scale_products:  # the row means of gz * scale as products with scale / F: no broadcast to reduce
+                w = scale.astype(z.dtype) / x.shape[-1]
+                dx = r * (gh - (gz @ w)[..., None] - xhat * ((gz * xhat) @ w)[..., None])
+            else:
+                dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
             batch = fn._batch_axes(x)
             return dx.astype(x.dtype), jnp.sum(gz * xhat, axis=batch), jnp.sum(gz, axis=batch)
 
@@ -454,6 +458,7 @@ def norm_variants(rounds: int = 9) -> None:
         "barrier on the backward's inputs": variant(fn._ln_stats, False, True, False),
         "both barriers": variant(fn._ln_stats, True, True, False),
         "barrier on gz * scale": variant(fn._ln_stats, False, False, True),
+        "backward row means as products with the scale": variant(fn._ln_stats, False, False, False, True),
     }
     s = actor_step.make_setup(actor_step.workloads(False)["S"])
     args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
