@@ -21,7 +21,8 @@ actor's first layer forced to each form; `dense-forward` times `_src/dense.py`'s
 against a transposed kernel; `small-forms` times the first layer's product at batch 1 and 16 in
 every form XLA could be asked for, against PyTorch (MKL) and numpy; `compiler-options` times the
 S step, `act` and the agent's update compiled with several XLA CPU options
-(`COMPILER_OPTIONS`), interleaved in one process.
+(`COMPILER_OPTIONS`), interleaved in one process; `norm-backward` times the S and L steps and the
+agent's update with the LayerNorm backward's row means as products with the scale.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -399,12 +400,44 @@ def dense_ab(rounds: int = 11) -> None:
     print(f"first layer's weight gradient: {_ratios(rounds_of(fns, rounds), 'autodiff of x @ W')}", flush=True)
 
 
+def _ln_core_variant(stats=None, fwd_barrier=False, bwd_barrier=False, gh_barrier=False, scale_products=False):
+    """A `_src/fused_norm.py` LayerNorm + activation core with one change (`stats`: the row statistics)."""
+    import dreamer_actor._src.fused_norm as fn
+
+    stats, barrier = stats or fn._ln_stats, jax.lax.optimization_barrier
+
+    def fwd(x, scale, bias, eps, activation):
+        mu, r = stats(x, eps)
+        mu, r = barrier((mu, r)) if fwd_barrier else (mu, r)
+        _, z = fn._ln_pre(x, mu, r, scale, bias)
+        return fn._ACT[activation](z).astype(x.dtype), (x, mu, r, scale, bias)
+
+    def bwd(eps, activation, res, g):
+        x, mu, r, scale, bias = barrier(res) if bwd_barrier else res
+        xhat, z = fn._ln_pre(x, mu, r, scale, bias)
+        gz = fn._act_grad(activation, z, g.astype(z.dtype))
+        gh = gz * fn._row(scale, x.ndim, z.dtype)
+        gh = barrier(gh) if gh_barrier else gh  # its own loop fusion: no materialized scale broadcast
+        mean = functools.partial(jnp.mean, axis=-1, keepdims=True)
+        if scale_products:  # the row means of gz * scale as products with scale / F: no broadcast to reduce
+            w = scale.astype(z.dtype) / x.shape[-1]
+            dx = r * (gh - (gz @ w)[..., None] - xhat * ((gz * xhat) @ w)[..., None])
+        else:
+            dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
+        batch = fn._batch_axes(x)
+        return dx.astype(x.dtype), jnp.sum(gz * xhat, axis=batch), jnp.sum(gz, axis=batch)
+
+    f = jax.custom_vjp(lambda x, scale, bias, eps, act: fwd(x, scale, bias, eps, act)[0], nondiff_argnums=(3, 4))
+    f.defvjp(fwd, bwd)
+    return f
+
+
 def norm_variants(rounds: int = 9) -> None:
     """The S step with `_src/fused_norm.py`'s LayerNorm core swapped for the variants that did not pay."""
     import dreamer_actor._src.fused_norm as fn
     from benchmarks import actor_step
 
-    core, barrier = fn._layer_norm_act, jax.lax.optimization_barrier
+    core = fn._layer_norm_act
 
     def matvec_stats(x, eps):  # the row mean and mean square as products with a [F] vector
         w = jnp.full(x.shape[-1:], 1.0 / x.shape[-1], jnp.float32)
@@ -423,42 +456,16 @@ def norm_variants(rounds: int = 9) -> None:
         mu, ms = m[..., :1], m[..., 1:]
         return mu, jax.lax.rsqrt(jnp.maximum(0.0, ms - mu * mu) + eps)
 
-    def variant(stats, fwd_barrier, bwd_barrier, gh_barrier, scale_products=False):
-        def fwd(x, scale, bias, eps, activation):
-            mu, r = stats(x, eps)
-            mu, r = barrier((mu, r)) if fwd_barrier else (mu, r)
-            _, z = fn._ln_pre(x, mu, r, scale, bias)
-            return fn._ACT[activation](z).astype(x.dtype), (x, mu, r, scale, bias)
-
-        def bwd(eps, activation, res, g):
-            x, mu, r, scale, bias = barrier(res) if bwd_barrier else res
-            xhat, z = fn._ln_pre(x, mu, r, scale, bias)
-            gz = fn._act_grad(activation, z, g.astype(z.dtype))
-            gh = gz * fn._row(scale, x.ndim, z.dtype)
-            gh = barrier(gh) if gh_barrier else gh  # its own loop fusion: no materialized scale broadcast
-            mean = functools.partial(jnp.mean, axis=-1, keepdims=True)
-            if scale_products:  # the row means of gz * scale as products with scale / F: no broadcast to reduce
-                w = scale.astype(z.dtype) / x.shape[-1]
-                dx = r * (gh - (gz @ w)[..., None] - xhat * ((gz * xhat) @ w)[..., None])
-            else:
-                dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
-            batch = fn._batch_axes(x)
-            return dx.astype(x.dtype), jnp.sum(gz * xhat, axis=batch), jnp.sum(gz, axis=batch)
-
-        f = jax.custom_vjp(lambda x, scale, bias, eps, act: fwd(x, scale, bias, eps, act)[0], nondiff_argnums=(3, 4))
-        f.defvjp(fwd, bwd)
-        return f
-
     variants = {
         "current": core,
-        "matvec row statistics": variant(matvec_stats, False, False, False),
-        "variadic-reduce row statistics": variant(variadic_stats, False, False, False),
-        "stacked row statistics": variant(stacked_stats, False, False, False),
-        "barrier on the forward's statistics": variant(fn._ln_stats, True, False, False),
-        "barrier on the backward's inputs": variant(fn._ln_stats, False, True, False),
-        "both barriers": variant(fn._ln_stats, True, True, False),
-        "barrier on gz * scale": variant(fn._ln_stats, False, False, True),
-        "backward row means as products with the scale": variant(fn._ln_stats, False, False, False, True),
+        "matvec row statistics": _ln_core_variant(matvec_stats),
+        "variadic-reduce row statistics": _ln_core_variant(variadic_stats),
+        "stacked row statistics": _ln_core_variant(stacked_stats),
+        "barrier on the forward's statistics": _ln_core_variant(fwd_barrier=True),
+        "barrier on the backward's inputs": _ln_core_variant(bwd_barrier=True),
+        "both barriers": _ln_core_variant(fwd_barrier=True, bwd_barrier=True),
+        "barrier on gz * scale": _ln_core_variant(gh_barrier=True),
+        "backward row means as products with the scale": _ln_core_variant(scale_products=True),
     }
     s = actor_step.make_setup(actor_step.workloads(False)["S"])
     args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
@@ -469,6 +476,45 @@ def norm_variants(rounds: int = 9) -> None:
         fns[name] = functools.partial(compiled, *args)
     fn._layer_norm_act = core
     print(f"S step, LayerNorm core (ratio to current): {_ratios(rounds_of(fns, rounds), 'current')}", flush=True)
+
+
+def norm_backward(rounds: int = 15, agent_rounds: int = 9) -> None:
+    """The S and L steps and the agent's update with the LayerNorm backward's row means of `gz * scale`
+    as products with `scale / F` (`_ln_core_variant(scale_products=True)`) vs the current core."""
+    import dreamer_actor._src.fused_norm as fn
+    from benchmarks import actor_step, agent_update
+    from dreamer_actor.agent import train as agent_train
+
+    core = fn._layer_norm_act
+    cores = {"current": core, "scale products": _ln_core_variant(scale_products=True)}
+
+    def drift(fns) -> float:  # largest difference from the current core's outputs, relative to their largest value
+        outs = {k: [np.asarray(x, np.float64) for x in jax.tree.leaves(f())] for k, f in fns.items()}
+        return max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
+                   for o in outs.values() for a, b in zip(o, outs["current"], strict=True))  # fmt: skip
+
+    for workload in ("S", "L"):
+        s = actor_step.make_setup(actor_step.workloads(False)[workload])
+        args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
+        fns = {}
+        for name, f in cores.items():
+            fn._layer_norm_act = f  # `layer_norm_act` looks its core up at trace time
+            fns[name] = functools.partial(jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile(), *args)
+        fn._layer_norm_act = core
+        print(f"step {workload} (gradients' relative drift {drift(fns):.1e}): "
+              f"{_ratios(rounds_of(fns, rounds), 'current')}", flush=True)  # fmt: skip
+    for env_id in ("Pendulum-v1", "CartPole-v1"):
+        agent = agent_update.build(env_id, "reinforce", False)
+        c = agent.config
+        batch = {k: jnp.asarray(v) for k, v in agent.replay.sample(c.batch, c.length).items()}
+        fns = {}
+        for name, f in cores.items():
+            fn._layer_norm_act = f
+            update = agent_train.make_update(agent.wm_config, agent.actor_config, c)
+            fns[name] = agent_update.make_update_fn(agent, update, batch)
+            jax.block_until_ready(fns[name]())  # traced (and compiled) with this core
+        fn._layer_norm_act = core
+        print(f"agent update {env_id}, REINFORCE: {_ratios(rounds_of(fns, agent_rounds), 'current')}", flush=True)
 
 
 def agent_dense(rounds: int = 9) -> None:
@@ -649,6 +695,7 @@ if __name__ == "__main__":
         "dense-forward",
         "small-forms",
         "compiler-options",
+        "norm-backward",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -668,5 +715,5 @@ if __name__ == "__main__":
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
         run["split"] = functools.partial(split_input, concat_only=parsed.concat_only)
         run["agent-split"], run["dense-forward"], run["small-forms"] = agent_split, dense_forward, small_forms
-        run["compiler-options"] = compiler_options
+        run["compiler-options"], run["norm-backward"] = compiler_options, norm_backward
         run[parsed.section]()
