@@ -400,8 +400,9 @@ def dense_ab(rounds: int = 11) -> None:
     print(f"first layer's weight gradient: {_ratios(rounds_of(fns, rounds), 'autodiff of x @ W')}", flush=True)
 
 
-def _ln_core_variant(stats=None, fwd_barrier=False, bwd_barrier=False, gh_barrier=False, scale_products=False):
-    """A `_src/fused_norm.py` LayerNorm + activation core with one change (`stats`: the row statistics)."""
+def _ln_core_variant(stats=None, fwd_barrier=False, bwd_barrier=False, gh_barrier=False, scale_products=True):
+    """A `_src/fused_norm.py` LayerNorm + activation core with one change (`stats`: the row statistics;
+    `scale_products=False`: the backward's row means as `jnp.mean` of `gz * scale`, the core before c4210ee)."""
     import dreamer_actor._src.fused_norm as fn
 
     stats, barrier = stats or fn._ln_stats, jax.lax.optimization_barrier
@@ -421,7 +422,7 @@ def _ln_core_variant(stats=None, fwd_barrier=False, bwd_barrier=False, gh_barrie
         mean = functools.partial(jnp.mean, axis=-1, keepdims=True)
         if scale_products:  # the row means of gz * scale as products with scale / F: no broadcast to reduce
             w = scale.astype(z.dtype) / x.shape[-1]
-            dx = r * (gh - (gz @ w)[..., None] - xhat * ((gz * xhat) @ w)[..., None])
+            dx = r * (gh - fn._row_dot(gz, w) - xhat * fn._row_dot(gz * xhat, w))
         else:
             dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
         batch = fn._batch_axes(x)
@@ -465,7 +466,8 @@ def norm_variants(rounds: int = 9) -> None:
         "barrier on the backward's inputs": _ln_core_variant(bwd_barrier=True),
         "both barriers": _ln_core_variant(fwd_barrier=True, bwd_barrier=True),
         "barrier on gz * scale": _ln_core_variant(gh_barrier=True),
-        "backward row means as products with the scale": _ln_core_variant(scale_products=True),
+        "the library's core, as written here": _ln_core_variant(),
+        "backward row means as jnp.mean (before)": _ln_core_variant(scale_products=False),
     }
     s = actor_step.make_setup(actor_step.workloads(False)["S"])
     args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
@@ -480,13 +482,13 @@ def norm_variants(rounds: int = 9) -> None:
 
 def norm_backward(rounds: int = 15, agent_rounds: int = 9) -> None:
     """The S and L steps and the agent's update with the LayerNorm backward's row means of `gz * scale`
-    as products with `scale / F` (`_ln_core_variant(scale_products=True)`) vs the current core."""
+    as products with `scale / F` (the current core) vs as `jnp.mean` (`_ln_core_variant(scale_products=False)`)."""
     import dreamer_actor._src.fused_norm as fn
     from benchmarks import actor_step, agent_update
     from dreamer_actor.agent import train as agent_train
 
     core = fn._layer_norm_act
-    cores = {"current": core, "scale products": _ln_core_variant(scale_products=True)}
+    cores = {"current": core, "row means as jnp.mean": _ln_core_variant(scale_products=False)}
 
     def drift(fns) -> float:  # largest difference from the current core's outputs, relative to their largest value
         outs = {k: [np.asarray(x, np.float64) for x in jax.tree.leaves(f())] for k, f in fns.items()}
