@@ -26,10 +26,11 @@ with `gz = dy * act'(z)` (the activation's own `jax.vjp`: elementwise, XLA fuses
   RMSNorm:    dx = r * (gh - xhat * mean(gh * xhat))
 
 The row means are products with `scale / F` (`mean(gh) = gz . (scale / F)`, `_row_dot`), so the
-scale is never broadcast to `[..., F]` for a reduction. Against `jnp.mean` of `gh`, on a 2-core
-AMD EPYC, interleaved (`python -m benchmarks.round_two_probes norm-backward`): 0.964 of the
-actor's S training step's time, 0.987 at L, 0.959 and 0.965 of the agent's update (Pendulum-v1,
-CartPole-v1); gradients equal to 5e-7 relative.
+scale is never broadcast to `[..., F]` for a reduction. `jnp.mean` of `gh` instead took 1.051 of
+the actor's S training step's time, 1.017 at L, and 1.014 and 1.030 of the agent's update
+(Pendulum-v1, CartPole-v1), on a 2-core AMD EPYC, interleaved, gradients equal to 5e-7 relative
+(`python -m benchmarks.round_two_probes norm-backward`, `benchmarks/README.md`). RMSNorm's row
+mean is asked for the same way; it was not timed on its own.
 
 Caveats:
   * A `custom_vjp` has no forward mode of its own: `jax.jvp` and `jax.jacfwd` of these
