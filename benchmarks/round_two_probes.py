@@ -22,7 +22,8 @@ against a transposed kernel; `small-forms` times the first layer's product at ba
 every form XLA could be asked for, against PyTorch (MKL) and numpy; `compiler-options` times the
 S step, `act` and the agent's update compiled with several XLA CPU options
 (`COMPILER_OPTIONS`), interleaved in one process; `norm-backward` times the S and L steps and the
-agent's update with the LayerNorm backward's row means as products with the scale.
+agent's update with the LayerNorm backward's row means as products with the scale, and
+`norm-barrier` with the forward's row statistics behind a barrier, each against the form before.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -480,20 +481,27 @@ def norm_variants(rounds: int = 9) -> None:
     print(f"S step, LayerNorm core (ratio to current): {_ratios(rounds_of(fns, rounds), 'current')}", flush=True)
 
 
-def norm_backward(rounds: int = 15, agent_rounds: int = 9) -> None:
-    """The S and L steps and the agent's update with the LayerNorm backward's row means of `gz * scale`
-    as products with `scale / F` (the current core) vs as `jnp.mean` (`_ln_core_variant(scale_products=False)`)."""
+def _unbarriered_stats(x, eps):
+    """`_src/fused_norm.py`'s LayerNorm row statistics before 2026-12-03: no barrier after the reductions."""
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mu = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.maximum(0.0, jnp.mean(jnp.square(x32), axis=-1, keepdims=True) - jnp.square(mu))
+    return mu, jax.lax.rsqrt(var + eps)
+
+
+def _core_ab(cores: dict, rounds: int = 15, agent_rounds: int = 9) -> None:
+    """The S and L steps and the agent's update (REINFORCE) with each LayerNorm core in `cores`
+    (the first is the baseline), interleaved; the gradients' largest relative difference is printed."""
     import dreamer_actor._src.fused_norm as fn
     from benchmarks import actor_step, agent_update
     from dreamer_actor.agent import train as agent_train
 
-    core = fn._layer_norm_act
-    cores = {"current": core, "row means as jnp.mean": _ln_core_variant(scale_products=False)}
+    core, base = fn._layer_norm_act, next(iter(cores))
 
-    def drift(fns) -> float:  # largest difference from the current core's outputs, relative to their largest value
+    def drift(fns) -> float:  # largest difference from the baseline's outputs, relative to their largest value
         outs = {k: [np.asarray(x, np.float64) for x in jax.tree.leaves(f())] for k, f in fns.items()}
         return max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
-                   for o in outs.values() for a, b in zip(o, outs["current"], strict=True))  # fmt: skip
+                   for o in outs.values() for a, b in zip(o, outs[base], strict=True))  # fmt: skip
 
     for workload in ("S", "L"):
         s = actor_step.make_setup(actor_step.workloads(False)[workload])
@@ -504,7 +512,7 @@ def norm_backward(rounds: int = 15, agent_rounds: int = 9) -> None:
             fns[name] = functools.partial(jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile(), *args)
         fn._layer_norm_act = core
         print(f"step {workload} (gradients' relative drift {drift(fns):.1e}): "
-              f"{_ratios(rounds_of(fns, rounds), 'current')}", flush=True)  # fmt: skip
+              f"{_ratios(rounds_of(fns, rounds), base)}", flush=True)  # fmt: skip
     for env_id in ("Pendulum-v1", "CartPole-v1"):
         agent = agent_update.build(env_id, "reinforce", False)
         c = agent.config
@@ -516,7 +524,22 @@ def norm_backward(rounds: int = 15, agent_rounds: int = 9) -> None:
             fns[name] = agent_update.make_update_fn(agent, update, batch)
             jax.block_until_ready(fns[name]())  # traced (and compiled) with this core
         fn._layer_norm_act = core
-        print(f"agent update {env_id}, REINFORCE: {_ratios(rounds_of(fns, agent_rounds), 'current')}", flush=True)
+        print(f"agent update {env_id}, REINFORCE: {_ratios(rounds_of(fns, agent_rounds), base)}", flush=True)
+
+
+def norm_backward() -> None:
+    """The LayerNorm backward's row means of `gz * scale` as products with `scale / F` (the current
+    core) vs as `jnp.mean` (`_ln_core_variant(scale_products=False)`)."""
+    import dreamer_actor._src.fused_norm as fn
+
+    _core_ab({"current": fn._layer_norm_act, "row means as jnp.mean": _ln_core_variant(scale_products=False)})
+
+
+def norm_barrier() -> None:
+    """The LayerNorm forward's row statistics behind `_row_stats_barrier` (the current core) vs not."""
+    import dreamer_actor._src.fused_norm as fn
+
+    _core_ab({"current": fn._layer_norm_act, "no barrier on the statistics": _ln_core_variant(_unbarriered_stats)})
 
 
 def agent_dense(rounds: int = 9) -> None:
@@ -698,6 +721,7 @@ if __name__ == "__main__":
         "small-forms",
         "compiler-options",
         "norm-backward",
+        "norm-barrier",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -718,4 +742,5 @@ if __name__ == "__main__":
         run["split"] = functools.partial(split_input, concat_only=parsed.concat_only)
         run["agent-split"], run["dense-forward"], run["small-forms"] = agent_split, dense_forward, small_forms
         run["compiler-options"], run["norm-backward"] = compiler_options, norm_backward
+        run["norm-barrier"] = norm_barrier
         run[parsed.section]()

@@ -93,6 +93,17 @@ def _row_dot(a: jax.Array, w: jax.Array) -> jax.Array:
     return jax.lax.dot_general(a, w, (((a.ndim - 1,), (0,)), ((), ())), precision=jax.lax.Precision.HIGHEST)[..., None]
 
 
+def _row_stats_barrier(*stats: jax.Array) -> tuple[jax.Array, ...]:
+    """The forward's row statistics `[..., 1]` behind an `optimization_barrier` (values unchanged).
+
+    Without it XLA CPU fuses what follows the reductions (the variance, `rsqrt`, and the broadcast
+    of `r` to `[..., F]` that both passes multiply by) into the reductions' YNNPACK fusion, whose
+    output is then `r` written out at `[..., F]`, once per norm. Behind the barrier the broadcast
+    fuses into the elementwise passes that read it, and is never written.
+    """
+    return tuple(jax.lax.optimization_barrier(stats))
+
+
 def _batch_axes(x: jax.Array) -> tuple[int, ...]:
     return tuple(range(x.ndim - 1))
 
@@ -109,8 +120,12 @@ def _act_grad(activation: str, z: jax.Array, g: jax.Array) -> jax.Array:
 def _ln_stats(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
     """`(mu, r)`, each `[..., 1]` in the statistics dtype: mean and reciprocal std (flax's variance)."""
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    mu = jnp.mean(x32, axis=-1, keepdims=True)
-    var = jnp.maximum(0.0, jnp.mean(jnp.square(x32), axis=-1, keepdims=True) - jnp.square(mu))
+    mean = functools.partial(jnp.mean, axis=-1, keepdims=True)
+    mu, ms = _row_stats_barrier(mean(x32), mean(jnp.square(x32)))
+    mu2 = jnp.square(mu)
+    # NaN where `mu^2` overflows, as flax's variance: a compiled `ms - mu^2` may be contracted into
+    # a fused multiply-add, whose unrounded `mu^2` would give `inf - 1e60 = inf`, so r = 0, finite.
+    var = jnp.where(jnp.isinf(mu2), jnp.nan, jnp.maximum(0.0, ms - mu2))
     return mu, jax.lax.rsqrt(var + eps)
 
 
@@ -186,7 +201,8 @@ def layer_norm_act(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: floa
 def _rms_r(x: jax.Array, eps: float) -> jax.Array:
     """`[..., 1]` reciprocal root mean square in the statistics dtype."""
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    return jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    (ms,) = _row_stats_barrier(jnp.mean(jnp.square(x32), axis=-1, keepdims=True))
+    return jax.lax.rsqrt(ms + eps)
 
 
 def _rms_pre(x, r, scale):
