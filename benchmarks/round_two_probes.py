@@ -23,7 +23,8 @@ every form XLA could be asked for, against PyTorch (MKL) and numpy; `compiler-op
 S step, `act` and the agent's update compiled with several XLA CPU options
 (`COMPILER_OPTIONS`), interleaved in one process; `norm-backward` times the S and L steps and the
 agent's update with the LayerNorm backward's row means as products with the scale, and
-`norm-barrier` with the forward's row statistics behind a barrier, each against the form before.
+`norm-barrier` with the forward's row statistics behind a barrier, each against the form before;
+`norm-rms` times an RMSNorm Actor's steps with today's RMSNorm core against the one before.
 Variants are interleaved round by round; medians are printed.
 """
 
@@ -542,6 +543,53 @@ def norm_barrier() -> None:
     _core_ab({"current": fn._layer_norm_act, "no barrier on the statistics": _ln_core_variant(_unbarriered_stats)})
 
 
+def _rms_core_before():
+    """`_src/fused_norm.py`'s RMSNorm + activation core before 2026-12-03: no barrier on the row
+    statistic, and the backward's row mean of `gz * scale * xhat` as `jnp.mean`."""
+    import dreamer_actor._src.fused_norm as fn
+
+    def fwd(x, scale, eps, activation):
+        x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        r = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+        _, z = fn._rms_pre(x, r, scale)
+        return fn._ACT[activation](z).astype(x.dtype), (x, r, scale)
+
+    def bwd(eps, activation, res, g):
+        x, r, scale = res
+        xhat, z = fn._rms_pre(x, r, scale)
+        gz = fn._act_grad(activation, z, g.astype(z.dtype))
+        gh = gz * fn._row(scale, x.ndim, z.dtype)
+        dx = r * (gh - xhat * jnp.mean(gh * xhat, axis=-1, keepdims=True))
+        return dx.astype(x.dtype), jnp.sum(gz * xhat, axis=fn._batch_axes(x)).astype(scale.dtype)
+
+    f = jax.custom_vjp(lambda x, scale, eps, act: fwd(x, scale, eps, act)[0], nondiff_argnums=(2, 3))
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def norm_rms(rounds: int = 15) -> None:
+    """The S and L steps of an Actor with `norm="rms"`: the current RMSNorm core vs `_rms_core_before`."""
+    import dreamer_actor._src.fused_norm as fn
+    from benchmarks import actor_step
+
+    core = fn._rms_norm_act
+    for workload in ("S", "L"):
+        s = actor_step.make_setup(actor_step.workloads(False)[workload])
+        config = s.config.replace(norm="rms")
+        params = da.Actor.from_config(config).init(jax.random.key(0), s.hidden[:1, :1], s.stoch[:1, :1])
+        args = (params, config, s.hidden, s.stoch, s.advantage, s.key)
+        fns, outs = {}, {}
+        for name, f in (("current", core), ("before 2026-12-03", _rms_core_before())):
+            fn._rms_norm_act = f  # `rms_norm_act` looks its core up at trace time
+            fns[name] = functools.partial(jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile(), *args)
+            outs[name] = [np.asarray(x, np.float64) for x in jax.tree.leaves(fns[name]())]
+        fn._rms_norm_act = core
+        drift = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
+                    for a, b in zip(outs["before 2026-12-03"], outs["current"], strict=True))  # fmt: skip
+        print(f"step {workload}, norm='rms' (gradients' relative drift {drift:.1e}): "
+              f"{_ratios(rounds_of(fns, rounds), 'current')}", flush=True)  # fmt: skip
+
+
 def agent_dense(rounds: int = 9) -> None:
     from flax import linen as nn
 
@@ -722,6 +770,7 @@ if __name__ == "__main__":
         "compiler-options",
         "norm-backward",
         "norm-barrier",
+        "norm-rms",
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
@@ -742,5 +791,5 @@ if __name__ == "__main__":
         run["split"] = functools.partial(split_input, concat_only=parsed.concat_only)
         run["agent-split"], run["dense-forward"], run["small-forms"] = agent_split, dense_forward, small_forms
         run["compiler-options"], run["norm-backward"] = compiler_options, norm_backward
-        run["norm-barrier"] = norm_barrier
+        run["norm-barrier"], run["norm-rms"] = norm_barrier, norm_rms
         run[parsed.section]()
