@@ -537,10 +537,15 @@ def norm_backward() -> None:
 
 
 def norm_barrier() -> None:
-    """The LayerNorm forward's row statistics behind `_row_stats_barrier` (the current core) vs not."""
+    """The LayerNorm forward's row statistics behind `_row_stats_barrier` (the current core) vs not, and
+    the core before both of 2026-12-03's changes."""
     import dreamer_actor._src.fused_norm as fn
 
-    _core_ab({"current": fn._layer_norm_act, "no barrier on the statistics": _ln_core_variant(_unbarriered_stats)})
+    _core_ab({
+        "current": fn._layer_norm_act,
+        "no barrier on the statistics": _ln_core_variant(_unbarriered_stats),
+        "before 2026-12-03 (neither change)": _ln_core_variant(_unbarriered_stats, scale_products=False),
+    })  # fmt: skip
 
 
 def _rms_core_before():
