@@ -14,7 +14,8 @@ Maths, per row of `F` features, in the statistics dtype `c = promote(x.dtype, fl
               xhat = (x - mu) r,  z = scale xhat + bias,  y = act(z)
   RMSNorm:    r = rsqrt(mean(x^2) + eps),  xhat = x r,  z = scale xhat,  y = act(z)
 
-The LayerNorm variance is flax's (`use_fast_variance=True`, clamped at zero), so outputs
+The LayerNorm variance is flax's (`use_fast_variance=True`, clamped at zero, NaN where `mu^2`
+overflows whatever the compiler contracts into a fused multiply-add), so outputs
 equal `nn.LayerNorm(epsilon=eps)` followed by `act` up to float32 rounding, and so does
 the documented domain (finite for latents up to 1e20, NaN once `mu^2` overflows float32;
 `tests/test_domain.py`). The RMSNorm is the project's `networks.RMSNorm`. The backward,
@@ -25,12 +26,16 @@ with `gz = dy * act'(z)` (the activation's own `jax.vjp`: elementwise, XLA fuses
   LayerNorm:  dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
   RMSNorm:    dx = r * (gh - xhat * mean(gh * xhat))
 
-The row means are products with `scale / F` (`mean(gh) = gz . (scale / F)`, `_row_dot`), so the
-scale is never broadcast to `[..., F]` for a reduction. `jnp.mean` of `gh` instead took 1.051 of
-the actor's S training step's time, 1.017 at L, and 1.014 and 1.030 of the agent's update
-(Pendulum-v1, CartPole-v1), on a 2-core AMD EPYC, interleaved, gradients equal to 5e-7 relative
-(`python -m benchmarks.round_two_probes norm-backward`, `benchmarks/README.md`). RMSNorm's row
-mean is asked for the same way; it was not timed on its own.
+Two choices are about how XLA CPU compiles this, not the maths (values change by float rounding):
+  * The backward's row means are products with `scale / F` (`mean(gh) = gz . (scale / F)`,
+    `_row_dot`), so the scale is never broadcast to `[..., F]` for a reduction.
+  * The forward's row statistics pass through an `optimization_barrier` (`_row_stats_barrier`),
+    so `r`'s broadcast to `[..., F]` is not written out by the reductions' fusion.
+Measured on a 2-core AMD EPYC, interleaved (`python -m benchmarks.round_two_probes norm-barrier`,
+`norm-backward`, `norm-rms`; `benchmarks/README.md`), the core without both took 1.098 of the
+actor's S training step's time, 1.071 at L, and 1.060 and 1.052 of the agent's update
+(Pendulum-v1, CartPole-v1); RMSNorm's core without them 1.087 at S and 1.059 at L. Gradients
+agree to 1e-6 relative.
 
 Caveats:
   * A `custom_vjp` has no forward mode of its own: `jax.jvp` and `jax.jacfwd` of these
