@@ -332,7 +332,11 @@ def profile(quick: bool, steps: int = 5) -> dict[str, float]:
         if e.get("ph") == "X" and e.get("name") in categories:
             totals[categories[e["name"]]] += e["dur"] * 1e-6 / steps
     result = {"wall": wall, **{k: totals.get(k, 0.0) for k in sorted(set(categories.values()))}}
-    print(f"S step ({s.workload.states} states): wall {wall * 1e3:.1f} ms per step, {steps} steps traced")
+    text = compiled.as_text()
+    full = "f32[" + ",".join(map(str, s.hidden.shape[:-1])) + f",{s.config.units}]"
+    rooted = len(re.findall(r"ROOT %\S+ = " + re.escape(full) + r"\S* broadcast\(", text))
+    print(f"S step ({s.workload.states} states): wall {wall * 1e3:.1f} ms per step, {steps} steps traced; "
+          f"fusions whose output is a broadcast to {full}: {rooted}")  # fmt: skip
     for k, v in result.items():
         if k != "wall":
             print(f"  {k:24s} {v * 1e3:8.2f} ms  ({v / wall:5.1%} of wall)")
