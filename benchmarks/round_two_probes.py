@@ -9,7 +9,8 @@ the `[B, 1536] x [1536, 256]` product at B = 1, 16, 256 in XLA and numpy, and ch
 16 small products per call (run it under different `XLA_FLAGS`, or with `--sync-dispatch`: JAX's
 CPU client with async dispatch off, to compare);
 `profile` runs the jitted S training step under `jax.profiler` and splits its time by what each
-XLA thunk computes (`--quick`: tiny shapes, to check the mechanism); `dense` times the S and L
+XLA thunk computes and lists the longest thunks (`--quick`: tiny shapes, to check the mechanism;
+`--before`: with the LayerNorm core of before 3 December 2026); `dense` times the S and L
 steps with the Actor's layers as `nn.Dense` vs `_src/dense.py`, and the first layer's weight
 gradient alone in each form; `agent-dense` times the agent's update with flax's `nn.Dense` +
 `nn.LayerNorm` + SiLU vs the Actor's blocks in its MLPs; `norm-variants` times the S step with
@@ -308,13 +309,21 @@ def thunk_categories(hlo_text: str) -> dict[str, str]:
     return out
 
 
-def profile(quick: bool, steps: int = 5) -> dict[str, float]:
-    """Seconds per S step spent in each `thunk_categories` category (and the wall time)."""
+def profile(quick: bool, steps: int = 5, before: bool = False, top: int = 12) -> dict[str, float]:
+    """Seconds per S step spent in each `thunk_categories` category (and the wall time), and the `top`
+    longest thunks. `before`: with the LayerNorm core of before 2026-12-03 (`_ln_core_variant`)."""
+    import dreamer_actor._src.fused_norm as fn
     from benchmarks import actor_step
 
     s = actor_step.make_setup(actor_step.workloads(quick)["S"])
     args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
-    compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
+    core = fn._layer_norm_act
+    if before:
+        fn._layer_norm_act = _ln_core_variant(_unbarriered_stats, scale_products=False)
+    try:
+        compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
+    finally:
+        fn._layer_norm_act = core
     categories = thunk_categories(compiled.as_text())
     for _ in range(3):
         jax.block_until_ready(compiled(*args))
@@ -327,10 +336,11 @@ def profile(quick: bool, steps: int = 5) -> dict[str, float]:
         (trace,) = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
         with gzip.open(trace) as f:
             events = json.load(f)["traceEvents"]
-    totals = collections.Counter()
+    totals, per_thunk = collections.Counter(), collections.Counter()
     for e in events:
         if e.get("ph") == "X" and e.get("name") in categories:
             totals[categories[e["name"]]] += e["dur"] * 1e-6 / steps
+            per_thunk[e["name"]] += e["dur"] * 1e-6 / steps
     result = {"wall": wall, **{k: totals.get(k, 0.0) for k in sorted(set(categories.values()))}}
     text = compiled.as_text()
     full = "f32[" + ",".join(map(str, s.hidden.shape[:-1])) + f",{s.config.units}]"
@@ -345,6 +355,11 @@ def profile(quick: bool, steps: int = 5) -> dict[str, float]:
         "bound and the wall time minus the other rows an upper one.)",
         flush=True,
     )
+    entry = text[text.index("\nENTRY") :].splitlines()
+    lines = {m.group(1): line.strip() for line in entry if (m := _INSTR.match(line))}
+    print(f"  the {top} longest thunks:")
+    for name, t in per_thunk.most_common(top):
+        print(f"  {t * 1e3:8.2f} ms  {categories[name]:24s} {lines.get(name, name)[:150]}", flush=True)
     return result
 
 
@@ -783,6 +798,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("section", choices=sections)
     parser.add_argument("--quick", action="store_true", help="profile: tiny shapes")
+    parser.add_argument("--before", action="store_true", help="profile: the LayerNorm core of before 2026-12-03")
     parser.add_argument("--concat-only", action="store_true", help="split: time the input concatenation alone")
     parser.add_argument(
         "--sync-dispatch",
@@ -793,7 +809,7 @@ if __name__ == "__main__":
     if parsed.sync_dispatch:  # read once, when the CPU client is made: nothing above has touched a device
         jax.config.update("jax_cpu_enable_async_dispatch", False)
     if parsed.section == "profile":
-        profile(parsed.quick)
+        profile(parsed.quick, before=parsed.before)
     else:
         run = {"products": products, "act": act, "small-matmul": small_matmul, "dense": dense_ab}
         run["agent-dense"], run["norm-variants"], run["agent-act"] = agent_dense, norm_variants, agent_act
