@@ -324,7 +324,8 @@ def profile(quick: bool, steps: int = 5, before: bool = False, top: int = 12) ->
         compiled = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile()
     finally:
         fn._layer_norm_act = core
-    categories = thunk_categories(compiled.as_text())
+    text = compiled.as_text()
+    categories = thunk_categories(text)
     for _ in range(3):
         jax.block_until_ready(compiled(*args))
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,7 +343,6 @@ def profile(quick: bool, steps: int = 5, before: bool = False, top: int = 12) ->
             totals[categories[e["name"]]] += e["dur"] * 1e-6 / steps
             per_thunk[e["name"]] += e["dur"] * 1e-6 / steps
     result = {"wall": wall, **{k: totals.get(k, 0.0) for k in sorted(set(categories.values()))}}
-    text = compiled.as_text()
     full = "f32[" + ",".join(map(str, s.hidden.shape[:-1])) + f",{s.config.units}]"
     rooted = len(re.findall(r"ROOT %\S+ = " + re.escape(full) + r"\S* broadcast\(", text))
     print(f"S step ({s.workload.states} states): wall {wall * 1e3:.1f} ms per step, {steps} steps traced; "
@@ -509,6 +509,13 @@ def _unbarriered_stats(x, eps):
     return mu, jax.lax.rsqrt(var + eps)
 
 
+def _relative_drift(fns: dict, base: str) -> float:
+    """Largest difference of any variant's outputs from `fns[base]`'s, relative to their largest value."""
+    outs = {k: [np.asarray(x, np.float64) for x in jax.tree.leaves(f())] for k, f in fns.items()}
+    return max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
+               for o in outs.values() for a, b in zip(o, outs[base], strict=True))  # fmt: skip
+
+
 def _core_ab(cores: dict, rounds: int = 15, agent_rounds: int = 9) -> None:
     """The S and L steps and the agent's update (REINFORCE) with each LayerNorm core in `cores`
     (the first is the baseline), interleaved; the gradients' largest relative difference is printed."""
@@ -518,11 +525,6 @@ def _core_ab(cores: dict, rounds: int = 15, agent_rounds: int = 9) -> None:
 
     core, base = fn._layer_norm_act, next(iter(cores))
 
-    def drift(fns) -> float:  # largest difference from the baseline's outputs, relative to their largest value
-        outs = {k: [np.asarray(x, np.float64) for x in jax.tree.leaves(f())] for k, f in fns.items()}
-        return max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
-                   for o in outs.values() for a, b in zip(o, outs[base], strict=True))  # fmt: skip
-
     for workload in ("S", "L"):
         s = actor_step.make_setup(actor_step.workloads(False)[workload])
         args = (s.params, s.config, s.hidden, s.stoch, s.advantage, s.key)
@@ -531,7 +533,7 @@ def _core_ab(cores: dict, rounds: int = 15, agent_rounds: int = 9) -> None:
             fn._layer_norm_act = f  # `layer_norm_act` looks its core up at trace time
             fns[name] = functools.partial(jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile(), *args)
         fn._layer_norm_act = core
-        print(f"step {workload} (gradients' relative drift {drift(fns):.1e}): "
+        print(f"step {workload} (gradients' relative drift {_relative_drift(fns, base):.1e}): "
               f"{_ratios(rounds_of(fns, rounds), base)}", flush=True)  # fmt: skip
     for env_id in ("Pendulum-v1", "CartPole-v1"):
         agent = agent_update.build(env_id, "reinforce", False)
@@ -602,15 +604,12 @@ def norm_rms(rounds: int = 15) -> None:
         config = s.config.replace(norm="rms")
         params = da.Actor.from_config(config).init(jax.random.key(0), s.hidden[:1, :1], s.stoch[:1, :1])
         args = (params, config, s.hidden, s.stoch, s.advantage, s.key)
-        fns, outs = {}, {}
+        fns = {}
         for name, f in (("current", core), ("before 2026-12-03", _rms_core_before())):
             fn._rms_norm_act = f  # `rms_norm_act` looks its core up at trace time
             fns[name] = functools.partial(jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile(), *args)
-            outs[name] = [np.asarray(x, np.float64) for x in jax.tree.leaves(fns[name]())]
         fn._rms_norm_act = core
-        drift = max(float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-30))
-                    for a, b in zip(outs["before 2026-12-03"], outs["current"], strict=True))  # fmt: skip
-        print(f"step {workload}, norm='rms' (gradients' relative drift {drift:.1e}): "
+        print(f"step {workload}, norm='rms' (gradients' relative drift {_relative_drift(fns, 'current'):.1e}): "
               f"{_ratios(rounds_of(fns, rounds), 'current')}", flush=True)  # fmt: skip
 
 
