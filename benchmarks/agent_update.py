@@ -62,7 +62,7 @@ from dreamer_actor.agent import spaces
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 from dreamer_actor.agent.replay import Replay
-from dreamer_actor.agent.run import RunConfig, agent_replay_for
+from dreamer_actor.agent.run import RunConfig, make_replay
 
 ENVS = ("Pendulum-v1", "CartPole-v1")
 ESTIMATORS = ("reinforce", "dynamics")
@@ -110,19 +110,19 @@ def build(env_id: str, estimator: str, quick: bool) -> Agent:
     obs_dim, action_dim = wm_config.obs_dim, wm_config.action_dim
     config = run.agent_config()
     state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
-    replay = agent_replay_for(run, obs_dim, action_dim)
+    replay = make_replay(run, obs_dim, action_dim)
     # Random transitions: the loop's warm-up policy in the real env.
     rng = np.random.default_rng(run.seed)
     obs, _ = env.reset(seed=run.seed)
     env.action_space.seed(run.seed)
-    replay.add(obs, np.zeros(action_dim), 0.0, True, False)
+    replay.add(0, obs, np.zeros(action_dim), 0.0, True, False)
     for _ in range(max(run.warmup, run.length)):
         action_np, model_np = spaces.random_actions(actor_config, rng)
         obs, reward, terminated, truncated, _ = env.step(spaces.env_action(actor_config, action_np, env.action_space))
-        replay.add(obs, model_np, reward, False, terminated)
+        replay.add(0, obs, model_np, reward, False, terminated)
         if terminated or truncated:
             obs, _ = env.reset()
-            replay.add(obs, np.zeros(action_dim), 0.0, True, False)
+            replay.add(0, obs, np.zeros(action_dim), 0.0, True, False)
     return Agent(run, env, actor_config, wm_config, config, state, replay)
 
 
@@ -271,8 +271,8 @@ def make_act_fn(agent: Agent) -> Callable[[], Any]:
     def call():
         box["step"] += 1
         box["latent"], box["prev"], action, model_action = agent_run.loop_act(
-            policy_step, state.wm_params, state.actor_params, box["latent"], box["prev"], obs, box["step"] == 1,
-            act_key, box["step"],
+            policy_step, state.wm_params, state.actor_params, box["latent"], box["prev"], obs[None],
+            np.array([box["step"] == 1]), act_key, box["step"],
         )  # fmt: skip
         return action, model_action
 
@@ -303,7 +303,7 @@ def make_replay_fns(agent: Agent) -> dict[str, Callable[[], Any]]:
     replay, config = agent.replay, agent.config
     row = {name: array[0].copy() for name, array in replay.data.items()}
     return {
-        "replay_add": lambda: replay.add(row["obs"], row["action"], row["reward"], False, False),
+        "replay_add": lambda: replay.add(0, row["obs"], row["action"], row["reward"], False, False),
         "replay_sample": lambda: replay.sample(config.batch, config.length),
     }
 

@@ -673,7 +673,10 @@ def agent_act(rounds: int = 7) -> None:
         return np.asarray(action[0]), np.asarray(model_action[0])
 
     def loop_act():
-        return agent_run.loop_act(policy_step, st.wm_params, st.actor_params, latent, prev, obs, False, key, 5)[2:]
+        out = agent_run.loop_act(
+            policy_step, st.wm_params, st.actor_params, latent, prev, obs[None], np.array([False]), key, 5
+        )
+        return out[2][0], out[3][0]
 
     assert all(np.array_equal(a, b) for a, b in zip(before(), loop_act(), strict=True))
     t = interleaved({"before": before, "run.loop_act": loop_act}, rounds=rounds, calls=300)

@@ -66,7 +66,7 @@ def test_out_dir_rules(tmp_path):
     previous = tmp_path / "previous"
     (previous / "actor").mkdir(parents=True)
     (previous / "curve.json").write_text("{}")
-    (previous / "agent.json").write_text("{}")
+    (previous / "run.json").write_text('{"format": "dreamer_actor.agent_run/1"}')
     with pytest.raises(FileExistsError, match="--overwrite"):
         check(previous, overwrite=False)
     check(previous, overwrite=True)
@@ -84,7 +84,7 @@ def test_out_dir_rules(tmp_path):
 
 def test_train_agent_refuses_a_user_folder_before_training(tmp_path):
     (tmp_path / "data.csv").write_text("1,2")
-    run = agent_run.RunConfig(env="CartPole-v1", steps=10, out=str(tmp_path), progress=False)
+    run = agent_run.RunConfig(env="CartPole-v1", steps=100, warmup=50, out=str(tmp_path), progress=False)
     with pytest.raises(FileExistsError, match=r"data\.csv"):
         agent_run.train_agent(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
@@ -96,8 +96,9 @@ def test_cli_documents_and_parses_every_flag(capsys):
     text = capsys.readouterr().out
     for name in agent_cli.HELP:
         assert "--" + name.replace("_", "-") in text
-    run = agent_cli.parse_args(["--env", "CartPole-v1", "--steps", "123", "--overwrite", "--no-progress"])
-    assert (run.env, run.steps, run.overwrite, run.progress) == ("CartPole-v1", 123, True, False)
+    run, resume = agent_cli.parse_args(["--env", "CartPole-v1", "--steps", "1234", "--overwrite", "--no-progress"])
+    assert not resume
+    assert (run.env, run.steps, run.overwrite, run.progress) == ("CartPole-v1", 1234, True, False)
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
@@ -121,7 +122,7 @@ def test_loop_act_equals_the_policy_step_on_device_arrays(env_id):
     key = jax.random.key(1)
     for step, is_first in ((1, True), (2, False)):
         got = agent_run.loop_act(
-            policy_step, state.wm_params, state.actor_params, latent, prev, obs, is_first, key, step
+            policy_step, state.wm_params, state.actor_params, latent, prev, obs[None], np.array([is_first]), key, step
         )
         want_latent, action, model_action = policy_step(
             state.wm_params, state.actor_params, latent, prev, jnp.asarray(obs[None], jnp.float32),
@@ -131,7 +132,7 @@ def test_loop_act_equals_the_policy_step_on_device_arrays(env_id):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(got[1], model_action)
         assert isinstance(got[2], np.ndarray) and isinstance(got[3], np.ndarray)
-        np.testing.assert_array_equal(got[2], np.asarray(action[0]))
-        np.testing.assert_array_equal(got[3], np.asarray(model_action[0]))
-        assert env.action_space.contains(spaces.env_action(actor_config, got[2], env.action_space))
+        np.testing.assert_array_equal(got[2], np.asarray(action))
+        np.testing.assert_array_equal(got[3], np.asarray(model_action))
+        assert env.action_space.contains(spaces.env_action(actor_config, got[2][0], env.action_space))
         latent, prev = got[0], got[1]

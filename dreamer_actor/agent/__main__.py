@@ -6,10 +6,11 @@ import argparse
 import dataclasses
 import sys
 
-from dreamer_actor.agent.run import RunConfig, train_agent
+from dreamer_actor.agent.run import RunConfig, stored_config, train_agent
 
 HELP = {
-    "env": "gymnasium environment id (1-D Box observations; Box or Discrete actions)",
+    "env": "gymnasium environment id (1-D Box or Dict-of-Box observations; Box or Discrete actions); "
+    "dm_control/<domain>-<task>-v0 for DeepMind Control (the dmc extra)",
     "steps": "real environment steps in total (warm-up included)",
     "seed": "seed of the networks, the env resets, the warm-up actions and the replay sampling",
     "out": "run folder: curve.json, curve.png, actor/ (da.save_checkpoint), world_model.msgpack, agent.json",
@@ -35,39 +36,97 @@ HELP = {
     "critic_lr": "critic Adam learning rate",
     "entropy_coef": "actor entropy bonus",
     "terminal_weight": "weight of terminal steps in the continue head's loss (DreamerV3: 1)",
+    "action_repeat": "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); "
+    "--steps, --warmup, --eval-every and --save-every count policy steps, the curve also frames",
+    "envs": "env copies stepped together (gymnasium vector env); the actor acts on all of them in one call",
+    "vector": "how the copies run: sync (in this process) or async (a worker process each)",
+    "save_every": "env steps between checkpoints of the whole run in OUT/resume/ (also at the end and on "
+    "SIGINT/SIGTERM); continue one with --resume OUT",
+    "max_skips": "updates in a row with a non-finite loss or gradient (each skipped) that stop the run",
     "overwrite": "reuse an --out folder that holds a previous run of this agent (only its own files are "
     "replaced; any other content is refused)",
     "progress": "show a tqdm progress bar (--no-progress to hide it)",
 }
 
 
-def parse_args(argv: list[str] | None = None) -> RunConfig:
+def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dreamer_actor.agent",
         description="Train a compact DreamerV3 agent: a world model learned from real gymnasium interaction, "
         "an actor (dreamer_actor.act) and critic learned only in its imagination.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS if suppress_defaults else None,
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=argparse.SUPPRESS if suppress_defaults else None,
+        help="continue the run checkpointed in DIR (its own flags; any flag given with it must agree)",
     )
     for field in dataclasses.fields(RunConfig):
         flag = "--" + field.name.replace("_", "-")
+        default = argparse.SUPPRESS if suppress_defaults else field.default
         if field.type in ("bool", bool):
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=field.default, help=HELP[field.name]
-            )
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[field.name])
             continue
         kind = {"int": int, "float": float}.get(str(field.type), str)
-        kwargs: dict = {"type": kind, "default": field.default, "help": HELP[field.name]}
+        kwargs: dict = {"type": kind, "default": default, "help": HELP[field.name]}
         if field.name == "distribution":
             kwargs["choices"] = ("tanh_normal", "bounded_normal", "categorical")
         if field.name == "estimator":
             kwargs["choices"] = ("reinforce", "dynamics", "mix")
+        if field.name == "vector":
+            kwargs["choices"] = ("sync", "async")
         parser.add_argument(flag, **kwargs)
-    return RunConfig(**vars(parser.parse_args(argv)))
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, bool]:
+    """`(RunConfig, resume)` of the command line; a bad value exits with argparse's usage error."""
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    try:
+        if resume is None:
+            return RunConfig(**args), False
+        given = vars(_parser(suppress_defaults=True).parse_args(argv))
+        given.pop("resume")
+        if "out" in given and given["out"] != resume:
+            parser.error(f"--resume {resume} continues that folder; --out {given['out']} must be left out")
+        try:
+            stored = stored_config(resume)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+        return dataclasses.replace(stored, **given), True
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def main(argv: list[str] | None = None) -> int:
-    run = parse_args(argv)
-    curve = train_agent(run)
+    run, resume = parse_args(argv)
+    try:
+        curve = train_agent(run, resume=resume)
+    except (ValueError, FileExistsError, FileNotFoundError, OSError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        import gymnasium
+
+        if isinstance(error, gymnasium.error.Error):  # an unknown env id, a missing env package
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        raise
+    if "interrupted" in curve:
+        stop = curve["interrupted"]
+        print(
+            f"{run.env} seed {run.seed}: stopped by {stop['signal']} at {stop['env_steps']} of {run.steps} env steps"
+            + (
+                f"; saved. Continue with: python -m dreamer_actor.agent --resume {run.out}"
+                if run.out
+                else " (no --out, so nothing was saved)."
+            )
+        )
+        return 0
     final = curve["evals"][-1]
     print(
         f"{run.env} seed {run.seed}: {final['env_steps']} env steps, {curve['updates']} updates, "

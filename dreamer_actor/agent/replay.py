@@ -78,3 +78,67 @@ class Replay:
         starts = self.window_starts(batch, length)
         rows = (starts[:, None] + np.arange(length)[None, :]) % self.capacity
         return {name: array[rows] for name, array in self.data.items()}
+
+
+class ReplayStreams:
+    """`N` rings of `Replay`, one per env copy, sampled as one: windows never mix two copies' streams.
+
+    `sample(B, L)` draws each of the `B` windows uniformly among *all* windows of all streams
+    (stream `i` is chosen with probability `num_windows_i / total`), with one generator; with
+    one stream it draws exactly what `Replay.sample` draws.
+
+    Args:
+      streams: `N`.
+      capacity: steps per stream.
+      obs_dim, action_dim, seed: as `Replay`.
+    """
+
+    def __init__(self, streams: int, capacity: int, obs_dim: int, action_dim: int, seed: int = 0):
+        if not (isinstance(streams, int) and streams >= 1):
+            raise ValueError(f"ReplayStreams: `streams` must be a positive int, got {streams!r}.")
+        self.streams = [Replay(capacity, obs_dim, action_dim) for _ in range(streams)]
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return sum(len(stream) for stream in self.streams)
+
+    def add(self, stream: int, obs, action, reward, is_first, terminated) -> None:
+        """Appends one step to stream `stream`."""
+        self.streams[stream].add(obs, action, reward, is_first, terminated)
+
+    def num_windows(self, length: int) -> int:
+        return sum(stream.num_windows(length) for stream in self.streams)
+
+    def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
+        """`B` windows: a dict of `[B, L, ...]` arrays with the fields of `FIELDS`."""
+        counts = np.array([stream.num_windows(length) for stream in self.streams])
+        total = int(counts.sum())
+        if total == 0:
+            sizes = [len(s) for s in self.streams]
+            raise ValueError(f"Replay.sample: no stream holds {length} steps yet (sizes {sizes}).")
+        offsets = self.rng.integers(0, total, size=batch)  # over the streams' windows laid end to end
+        ends = np.cumsum(counts)
+        which = np.searchsorted(ends, offsets, side="right")
+        out = {name: [] for name in FIELDS}
+        for b in range(batch):
+            stream = self.streams[which[b]]
+            offset = offsets[b] - (ends[which[b]] - counts[which[b]])
+            oldest = stream.pos if stream.size == stream.capacity else 0
+            rows = (oldest + offset + np.arange(length)) % stream.capacity
+            for name in FIELDS:
+                out[name].append(stream.data[name][rows])
+        return {name: np.stack(values) for name, values in out.items()}
+
+    def state_dict(self) -> dict:
+        """Every stored row and position (for a run checkpoint); the generator's state is separate."""
+        return {
+            str(i): {**stream.data, "pos": np.int64(stream.pos), "size": np.int64(stream.size)}
+            for i, stream in enumerate(self.streams)
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, stream in enumerate(self.streams):
+            entry = state[str(i)]
+            for name in FIELDS:
+                stream.data[name][...] = entry[name]
+            stream.pos, stream.size = int(entry["pos"]), int(entry["size"])

@@ -8,29 +8,61 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import pathlib
+import re
+import shutil
+import signal
 import time
 from typing import Any
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dreamer_actor.agent import checkpoint as run_checkpoint
+from dreamer_actor.agent import envs as envs_lib
 from dreamer_actor.agent import policy as agent_policy
 from dreamer_actor.agent import spaces
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 
 EVAL_SEED_BASE = 10_000  # evaluation episode i resets with seed EVAL_SEED_BASE + i (never a training seed)
-RUN_FILES = ("curve.json", "curve.png", agent_policy.AGENT_FILE, agent_policy.WORLD_MODEL_FILE, agent_policy.ACTOR_DIR)
+RUN_FILE = "run.json"  # written when a run claims its folder: what marks the folder as one of this agent's runs
+RUN_FILES = (
+    RUN_FILE,
+    run_checkpoint.LOCK_FILE,
+    run_checkpoint.CHECKPOINT_DIR,
+    "curve.json",
+    "curve.png",
+    agent_policy.AGENT_FILE,
+    agent_policy.WORLD_MODEL_FILE,
+    agent_policy.ACTOR_DIR,
+)
+_STAGING = re.compile(r"^\.(resume|actor|agent\.json|world_model\.msgpack|curve\.json)\.(tmp|old)-")
+
+
+def _is_previous_run(out: pathlib.Path) -> bool:
+    """True for a folder that one of this agent's runs wrote: a `run.json` (or an older run's `agent.json`) of ours."""
+    for name, key in ((RUN_FILE, "format"), (agent_policy.AGENT_FILE, "world_model_config")):
+        try:
+            content = json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict) and (content.get(key) == RUN_FORMAT if key == "format" else key in content):
+            return True
+    return False
 
 
 def check_out_dir(out: pathlib.Path, *, overwrite: bool) -> None:
     """Refuses a run folder that holds anything but a previous run's files (nothing a user owns is replaced).
 
-    A missing or empty folder is fine. With `overwrite`, a folder holding only `RUN_FILES`
-    (and an `agent.json` or `curve.json`, so it is one of this agent's runs) is reused: its files
-    are replaced as the new run writes them. Anything else raises `FileExistsError` naming the folder.
+    A missing or empty folder is fine. With `overwrite`, a folder holding only `RUN_FILES` (and
+    hidden staging folders of an interrupted save) is reused when it is one of this agent's runs:
+    its `run.json`, or an older run's `agent.json`, says so. Anything else raises
+    `FileExistsError` naming the folder.
     """
     if not out.exists():
         return
@@ -39,23 +71,58 @@ def check_out_dir(out: pathlib.Path, *, overwrite: bool) -> None:
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
         return
+    holder = run_checkpoint.holder(out)
+    if holder is not None:
+        raise FileExistsError(f"dreamer_actor.agent: the run folder {out} is in use by another run ({holder}).")
     if not overwrite:
         raise FileExistsError(
             f"dreamer_actor.agent: `out` folder {str(out)!r} is not empty ({', '.join(entries[:5])}); "
-            "pass a new folder, or --overwrite to replace a previous run of this agent there."
+            "pass a new folder, --resume to continue the run there, or --overwrite to replace a previous run of "
+            "this agent there."
         )
-    foreign = [name for name in entries if name not in RUN_FILES]
-    if foreign or not {"agent.json", "curve.json"} & set(entries):
+    foreign = [name for name in entries if name not in RUN_FILES and not _STAGING.match(name)]
+    if foreign or not _is_previous_run(out):
         raise FileExistsError(
             f"dreamer_actor.agent: `out` folder {str(out)!r} is not a previous run of this agent "
-            f"(it holds {', '.join(foreign[:5]) or 'no agent.json or curve.json'}); --overwrite only "
+            f"(it holds {', '.join(foreign[:5]) or f'no {RUN_FILE} or agent.json of this agent'}); --overwrite only "
             "replaces a run's own files. Pass a new folder."
         )
 
 
+def _remove_previous_run(out: pathlib.Path) -> None:
+    """Deletes a previous run's own files from `out` (checked by `check_out_dir` first), the lock kept."""
+    for entry in out.iterdir():
+        if entry.name == run_checkpoint.LOCK_FILE:
+            continue
+        if entry.name in RUN_FILES or _STAGING.match(entry.name):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+RUN_FORMAT = "dreamer_actor.agent_run/1"
+
+
+def _positive_int(name: str, value: Any, low: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"RunConfig: `--{name.replace('_', '-')}` must be an int >= {low}, got {value!r}.")
+
+
+def _finite(name: str, value: Any, *, positive: bool = False, low: float | None = None, high: float | None = None):
+    flag = f"--{name.replace('_', '-')}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"RunConfig: `{flag}` must be a finite number, got {value!r}.")
+    if positive and value <= 0:
+        raise ValueError(f"RunConfig: `{flag}` must be > 0, got {value!r}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"RunConfig: `{flag}` must be in [{low}, {high}], got {value!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One training run (the CLI's flags; see `python -m dreamer_actor.agent --help`)."""
+    """One training run (the CLI's flags; see `python -m dreamer_actor.agent --help`).
+
+    Every field is checked when the config is made: a bad value is a `ValueError` naming its flag,
+    before any env is made or any file written.
+    """
 
     env: str = "Pendulum-v1"
     steps: int = 20_000
@@ -82,16 +149,60 @@ class RunConfig:
     critic_lr: float = 3e-4
     entropy_coef: float = 3e-4
     terminal_weight: float = 1.0
+    action_repeat: int = 1
+    envs: int = 1
+    vector: str = "sync"
+    save_every: int = 5000
+    max_skips: int = 10
     overwrite: bool = False
     progress: bool = True
 
+    def __post_init__(self):
+        if not isinstance(self.env, str) or not self.env:
+            raise ValueError(f"RunConfig: `--env` must be a gymnasium id, got {self.env!r}.")
+        for name in ("steps", "eval_every", "eval_episodes", "replay_capacity", "deter", "stoch", "units", "batch",
+                     "length", "horizon", "action_repeat", "envs", "save_every", "max_skips"):  # fmt: skip
+            _positive_int(name, getattr(self, name))
+        _positive_int("classes", self.classes, low=2)
+        _positive_int("layers", self.layers, low=0)
+        _positive_int("warmup", self.warmup, low=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"RunConfig: `--seed` must be an int >= 0, got {self.seed!r}.")
+        for name in ("train_ratio", "model_lr", "actor_lr", "critic_lr"):
+            _finite(name, getattr(self, name), positive=True)
+        _finite("discount", self.discount, low=0.0, high=1.0)
+        _finite("entropy_coef", self.entropy_coef, low=0.0)
+        _finite("terminal_weight", self.terminal_weight, low=0.0)
+        if self.vector not in envs_lib.VECTOR_MODES:
+            raise ValueError(f"RunConfig: `--vector` must be one of {envs_lib.VECTOR_MODES}, got {self.vector!r}.")
+        # Every stream must hold a whole replayed sequence when the first update comes, and keep one.
+        if self.warmup // self.envs < self.length:
+            raise ValueError(
+                f"RunConfig: `--warmup` {self.warmup} gives each of the {self.envs} env(s) {self.warmup // self.envs} "
+                f"steps before the first update, fewer than `--length` {self.length}; raise --warmup to at least "
+                f"{self.length * self.envs}."
+            )
+        if self.stream_capacity() < self.length:
+            raise ValueError(
+                f"RunConfig: `--replay-capacity` {self.replay_capacity} gives each of the {self.envs} env(s) "
+                f"{self.stream_capacity()} steps, fewer than `--length` {self.length}."
+            )
+        if self.warmup >= self.steps:
+            raise ValueError(
+                f"RunConfig: `--warmup` {self.warmup} is not below `--steps` {self.steps}: the run would never update."
+            )
+
+    def stream_capacity(self) -> int:
+        """Replay steps kept per env copy (a run never stores more than twice its steps)."""
+        return min(self.replay_capacity, self.steps * 2 + 10) // self.envs
+
     def model_configs(self, env: Any) -> tuple[Any, wm.WorldModelConfig]:
-        """`(ActorConfig, WorldModelConfig)` for the gymnasium `env`'s spaces and this run's sizes."""
-        actor_config = spaces.actor_config_for(
-            env.action_space, distribution=self.distribution, layers=2, units=self.units
-        )
+        """`(ActorConfig, WorldModelConfig)` for a gymnasium env's (or `envs.Envs`') spaces and this run's sizes."""
+        action_space = getattr(env, "single_action_space", None) or env.action_space
+        observation_space = getattr(env, "single_observation_space", None) or env.observation_space
+        actor_config = spaces.actor_config_for(action_space, distribution=self.distribution, layers=2, units=self.units)
         wm_config = wm.WorldModelConfig(
-            obs_dim=spaces.obs_dim_for(env.observation_space),
+            obs_dim=spaces.obs_dim_for(observation_space),
             action_dim=spaces.model_action_dim(actor_config),
             deter=self.deter,
             stoch=self.stoch,
@@ -118,17 +229,16 @@ class RunConfig:
         )
 
 
-def evaluate_policy(env_id: str, act: Any, *, episodes: int) -> np.ndarray:
+def evaluate_policy(env_id: str, act: Any, *, episodes: int, action_repeat: int = 1) -> np.ndarray:
     """Returns `[episodes]` returns of `act` on the real env, episode `i` reset with seed `EVAL_SEED_BASE + i`.
 
     The evaluation protocol every agent in this project is scored with (the Dreamer agent here,
     SAC/DQN in `scripts/compare_baselines.py`). All episodes run in lockstep: each step calls
     `act(obs [episodes, O] float32, first [episodes] bool)` once and gets one env action per
     episode (`first` is true at each episode's reset; finished episodes' actions are ignored).
+    The envs are `envs.make_env(env_id, action_repeat)`: flat observations, each action repeated.
     """
-    import gymnasium as gym
-
-    envs = [gym.make(env_id) for _ in range(episodes)]
+    envs = [envs_lib.make_env(env_id, action_repeat) for _ in range(episodes)]
     obs = np.stack([env.reset(seed=EVAL_SEED_BASE + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     first = np.ones(episodes, bool)
     done = np.zeros(episodes, bool)
@@ -150,9 +260,7 @@ def evaluate_policy(env_id: str, act: Any, *, episodes: int) -> np.ndarray:
 
 def random_act(env_id: str, episodes: int, seed: int) -> Any:
     """An `evaluate_policy` act function of uniform random actions (episode `i`'s space seeded `1000 seed + i`)."""
-    import gymnasium as gym
-
-    action_spaces = [gym.make(env_id).action_space for _ in range(episodes)]
+    action_spaces = [envs_lib.make_env(env_id).action_space for _ in range(episodes)]
     for i, space in enumerate(action_spaces):
         space.seed(seed * 1000 + i)
     return lambda obs, first: [space.sample() for space in action_spaces]
@@ -171,9 +279,7 @@ def agent_act(
     seed: int = 0,
 ) -> Any:
     """An `evaluate_policy` act function of the agent: one batched `policy_step` per step, its own latents."""
-    import gymnasium as gym
-
-    action_space = gym.make(env_id).action_space
+    action_space = envs_lib.make_env(env_id).action_space
     state = {
         "latent": wm.initial_latent(wm_config, (episodes,)),
         "prev": jnp.zeros((episodes, spaces.model_action_dim(actor_config))),
@@ -200,22 +306,22 @@ def loop_act(
     latent: Any,
     prev: Any,
     obs: np.ndarray,
-    is_first: bool,
+    is_first: np.ndarray,
     key: jax.Array,
     step: int,
 ) -> tuple[Any, jax.Array, np.ndarray, np.ndarray]:
-    """The training loop's acting step on one env: `(latent, model action [1, A], action [A], model action [A])`.
+    """The training loop's acting step on `N` envs: `(latent, model action [N, A], action [N, A], model action [N, A])`.
 
-    The observation and `is_first` go into the jitted step as NumPy arrays, and each action comes
-    back with one copy before it is indexed on the host: `jnp.asarray` on the inputs and
-    `action[0]` on the device are calls into JAX of their own, which took this step from 259 to
-    467 us (`python -m benchmarks.round_two_probes agent-act`, benchmarks/README.md).
+    `obs [N, O]` and `is_first [N]` go into the jitted step as NumPy arrays, and the actions come
+    back with one copy each: `jnp.asarray` on the inputs and indexing on the device are calls into
+    JAX of their own, which took this step from 259 to 467 us on one env
+    (`python -m benchmarks.round_two_probes agent-act`, benchmarks/README.md).
     """
     latent, action, model_action = policy_step(
-        wm_params, actor_params, latent, prev, np.asarray(obs, np.float32)[None], np.asarray([is_first]), key, step,
+        wm_params, actor_params, latent, prev, np.asarray(obs, np.float32), np.asarray(is_first, bool), key, step,
         deterministic=False,
     )  # fmt: skip
-    return latent, model_action, np.asarray(action)[0], np.asarray(model_action)[0]
+    return latent, model_action, np.asarray(action), np.asarray(model_action)
 
 
 def _plot(curve: dict[str, Any], path: pathlib.Path) -> None:
@@ -250,128 +356,377 @@ def _stats(returns: np.ndarray) -> dict[str, Any]:
     return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "returns": [float(r) for r in returns]}
 
 
-def train_agent(run: RunConfig) -> dict[str, Any]:
-    """Trains one agent (see the package docstring); returns the curve dict (also `DIR/curve.json`)."""
-    import gymnasium as gym
+def make_replay(run: RunConfig, obs_dim: int, action_dim: int) -> Any:
+    """The run's replay: one stream of `run.stream_capacity()` steps per env copy."""
+    from dreamer_actor.agent.replay import ReplayStreams
 
-    start_time = time.perf_counter()
-    out = pathlib.Path(run.out) if run.out else None
-    if out is not None:  # before any training: a bad folder fails in a second, not after the run
-        check_out_dir(out, overwrite=run.overwrite)
-        out.mkdir(parents=True, exist_ok=True)
-    env = gym.make(run.env)
-    actor_config, wm_config = run.model_configs(env)
-    obs_dim, action_dim = wm_config.obs_dim, wm_config.action_dim
-    config = run.agent_config()
-    state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
-    update = agent_train.make_update(wm_config, actor_config, config)
-    policy_step = agent_train.make_policy_step(wm_config, actor_config)
-    replay = agent_replay_for(run, obs_dim, action_dim)
-    rng = np.random.default_rng(run.seed)
-    act_key = jax.random.key(run.seed + 1)
-    replayed_per_update = config.batch * config.length
+    return ReplayStreams(run.envs, run.stream_capacity(), obs_dim, action_dim, seed=run.seed)
 
-    random_returns = evaluate_policy(
-        run.env, random_act(run.env, run.eval_episodes, run.seed), episodes=run.eval_episodes
-    )
-    curve: dict[str, Any] = {
+
+class _Signals:
+    """Turns the first SIGINT / SIGTERM into a flag the loop checks after each step (a second one acts at once)."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+        for sig, handler in self.previous.items():  # a second signal is not deferred
+            signal.signal(sig, handler)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_json(path: pathlib.Path, content: Any) -> None:
+    """Writes JSON through a temporary file and a rename: a reader never sees half a file."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(content, indent=1))
+    os.replace(tmp, path)
+
+
+def _config_differences(stored: dict[str, Any], run: RunConfig) -> list[str]:
+    given = dataclasses.asdict(run)
+    ignored = {"progress", "overwrite", "out"}
+    return [
+        f"--{name.replace('_', '-')} {given.get(name)!r} (the run has {stored[name]!r})"
+        for name in stored
+        if name not in ignored and given.get(name) != stored[name]
+    ]
+
+
+def stored_config(out: str | pathlib.Path) -> RunConfig:
+    """The `RunConfig` of the run checkpointed in `out` (for `--resume`)."""
+    state = run_checkpoint.read_state(pathlib.Path(out))
+    return RunConfig(**{**state["run"], "out": str(out)})
+
+
+class _Loop:
+    """Everything the training loop carries between steps, and its conversion to and from a checkpoint."""
+
+    def __init__(self, run: RunConfig, envs: envs_lib.Envs, actor_config: Any, wm_config: wm.WorldModelConfig):
+        self.run, self.envs = run, envs
+        self.actor_config, self.wm_config = actor_config, wm_config
+        self.config = run.agent_config()
+        self.state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, self.config)
+        self.replay = make_replay(run, wm_config.obs_dim, wm_config.action_dim)
+        self.rng = np.random.default_rng(run.seed)
+        n = run.envs
+        self.latent = wm.initial_latent(wm_config, (n,))
+        self.prev = jnp.zeros((n, wm_config.action_dim))
+        self.obs = np.zeros((n, wm_config.obs_dim), np.float32)
+        self.is_first = np.ones(n, bool)
+        self.ep_return, self.ep_len, self.ep_frames = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.counters = {
+            "vector_steps": 0, "env_steps": 0, "frames": 0, "updates": 0, "owed": 0.0, "skipped": 0, "skips_in_row": 0,
+        }  # fmt: skip
+        self.wall_before = 0.0  # wall time of earlier sessions of this run
+        self.curve: dict[str, Any] = {}
+
+    def start(self) -> None:
+        """A fresh run: reset the envs and store their first observations."""
+        self.obs = self.envs.reset().astype(np.float32)
+        for i in range(self.run.envs):
+            self.replay.add(i, self.obs[i], np.zeros(self.wm_config.action_dim), 0.0, True, False)
+
+    def _arrays(self, log: np.ndarray) -> dict[str, Any]:
+        agent = flax.serialization.to_state_dict(self.state.replace(key=jax.random.key_data(self.state.key)))
+        return {
+            "agent": agent,
+            "replay": self.replay.state_dict(),
+            "loop": {
+                "h": self.latent.h, "z": self.latent.z, "prev": self.prev, "obs": self.obs, "is_first": self.is_first,
+                "ep_return": self.ep_return, "ep_len": self.ep_len, "ep_frames": self.ep_frames, "env_actions": log,
+            },
+        }  # fmt: skip
+
+    def _set_agent(self, arrays: dict[str, Any]) -> None:
+        like = self.state.replace(key=jax.random.key_data(self.state.key))
+        agent = jax.tree.map(jnp.asarray, flax.serialization.from_state_dict(like, arrays))
+        self.state = agent.replace(key=jax.random.wrap_key_data(agent.key))
+
+    def restore_params(self, out: pathlib.Path) -> None:
+        """Only the agent's state from `out`'s checkpoint (for `load` of a run stopped before its end)."""
+        like = {"agent": flax.serialization.to_state_dict(self.state.replace(key=jax.random.key_data(self.state.key)))}
+        arrays, _ = run_checkpoint.restore(out, like, subset=True)
+        self._set_agent(arrays["agent"])
+
+    def _log(self) -> np.ndarray:
+        if self.envs.log:
+            return np.stack(self.envs.log)
+        space = self.envs.single_action_space
+        return np.zeros((0, self.run.envs, *space.shape), space.dtype)
+
+    def save(self, out: pathlib.Path, wall_s: float) -> None:
+        state = {
+            "run": dataclasses.asdict(self.run),
+            "counters": self.counters,
+            "rng": self.rng.bit_generator.state,
+            "replay_rng": self.replay.rng.bit_generator.state,
+            "wall_s": wall_s,
+            "curve": self.curve,
+        }
+        run_checkpoint.save(out, self._arrays(self._log()), state)
+
+    def restore(self, out: pathlib.Path) -> None:
+        stored = run_checkpoint.read_state(out)
+        differences = _config_differences(stored["run"], self.run)
+        if differences:
+            raise ValueError(
+                f"dreamer_actor.agent: --resume {out}: the flags differ from the run's: {'; '.join(differences)}."
+            )
+        space = self.envs.single_action_space
+        log_like = np.zeros((stored["counters"]["vector_steps"], self.run.envs, *space.shape), space.dtype)
+        arrays, stored = run_checkpoint.restore(out, self._arrays(log_like))
+        self._set_agent(arrays["agent"])
+        self.replay.load_state_dict(arrays["replay"])
+        loop = arrays["loop"]
+        self.latent = wm.Latent(jnp.asarray(loop["h"]), jnp.asarray(loop["z"]))
+        self.prev = jnp.asarray(loop["prev"])
+        self.obs, self.is_first = np.asarray(loop["obs"]), np.asarray(loop["is_first"])
+        self.ep_return, self.ep_len = np.array(loop["ep_return"]), np.array(loop["ep_len"])
+        self.ep_frames = np.array(loop["ep_frames"])
+        self.counters, self.curve, self.wall_before = stored["counters"], stored["curve"], stored["wall_s"]
+        self.curve.pop("interrupted", None)
+        self.curve.setdefault("resumed", []).append({"env_steps": self.counters["env_steps"]})
+        self.rng.bit_generator.state = stored["rng"]
+        self.replay.rng.bit_generator.state = stored["replay_rng"]
+        obs = self.envs.fast_forward(np.asarray(loop["env_actions"])).astype(np.float32)
+        if not np.array_equal(obs, self.obs):
+            raise RuntimeError(
+                f"dreamer_actor.agent: --resume {out}: re-stepping {self.run.env} with the run's "
+                f"{len(loop['env_actions'])} recorded action batches did not reach the observations it had "
+                "(the env is not deterministic given its seed and actions), so this run cannot continue exactly."
+            )
+
+
+def _fresh_curve(run: RunConfig, random_returns: np.ndarray) -> dict[str, Any]:
+    return {
         "config": dataclasses.asdict(run),
         "random": _stats(random_returns),
         "evals": [],
         "episodes": [],
         "losses": [],
+        "skipped_updates": [],
     }
 
-    obs, _ = env.reset(seed=run.seed)
-    env.action_space.seed(run.seed)
-    replay.add(obs, np.zeros(action_dim), 0.0, True, False)
-    latent = wm.initial_latent(wm_config, (1,))
-    prev = jnp.zeros((1, action_dim))
-    is_first, ep_return, ep_len, owed, updates = True, 0.0, 0, 0.0, 0
+
+def _agent_meta(run: RunConfig, loop: _Loop) -> dict[str, Any]:
+    space = loop.envs.single_action_space
+    return {
+        "env": run.env,
+        "seed": run.seed,
+        "world_model_config": dataclasses.asdict(loop.wm_config),
+        "actor_config": loop.actor_config.to_dict(),
+        "agent_config": dataclasses.asdict(loop.config),
+        "discrete_start": int(space.start) if loop.actor_config.distribution == "categorical" else None,
+        "action_dtype": str(space.dtype),
+        "action_repeat": run.action_repeat,
+        "run": dataclasses.asdict(run),
+    }
+
+
+def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Trains one agent (see the package docstring); returns the curve dict (also `DIR/curve.json`).
+
+    With `run.out`, the whole run is checkpointed to `DIR/resume/` every `save_every` env steps,
+    at the end, when a SIGINT or SIGTERM arrives (the run then stops after the current step, and
+    the curve has `"interrupted"`), and before a run is stopped by an error; `resume=True`
+    continues the run checkpointed in `run.out` (its config must be `run`'s, `progress` aside)
+    and ends as the same run never stopped would.
+
+    Raises:
+      ValueError: an env, folder or checkpoint that does not fit, before any training; or a
+        non-finite observation or reward from the env (the last good state is saved first).
+      FileExistsError: `run.out` holds something that is not this agent's run, or another run is using it.
+      RuntimeError: `run.max_skips` updates in a row had a non-finite loss or gradient (saved first).
+    """
+    start_time = time.perf_counter()
+    out = pathlib.Path(run.out) if run.out else None
+    if resume and (out is None or not run_checkpoint.exists(out)):
+        raise FileNotFoundError(
+            f"dreamer_actor.agent: --resume {run.out}: no run checkpoint there (a run saves one every --save-every "
+            "env steps, and when it is stopped)."
+        )
+    if out is not None and not resume:  # before the envs start: a bad folder fails in a second
+        check_out_dir(out, overwrite=run.overwrite)
+    if out is not None and resume and run_checkpoint.holder(out) is not None:
+        raise FileExistsError(f"dreamer_actor.agent: the run folder {out} is in use by another run.")
+    envs = envs_lib.Envs(run.env, run.envs, run.vector, run.seed, run.action_repeat)  # an unknown id fails here
+    claim = None
+    try:
+        loop = _Loop(run, envs, *run.model_configs(envs))
+        if out is not None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise OSError(f"dreamer_actor.agent: cannot create the run folder {out} ({error.strerror}).") from error
+            claim = run_checkpoint.Claim(out)
+            if not resume:
+                check_out_dir(out, overwrite=True) if run.overwrite else None
+                _remove_previous_run(out)
+                _write_json(out / RUN_FILE, {"format": RUN_FORMAT, "run": dataclasses.asdict(run)})
+        if resume:
+            loop.restore(out)
+        else:
+            random_returns = evaluate_policy(
+                run.env,
+                random_act(run.env, run.eval_episodes, run.seed),
+                episodes=run.eval_episodes,
+                action_repeat=run.action_repeat,
+            )
+            loop.curve = _fresh_curve(run, random_returns)
+            loop.start()
+        curve = _train(run, loop, out, start_time)
+    finally:
+        envs.close()
+        if claim is not None:
+            claim.release()
+    return curve
+
+
+def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: float) -> dict[str, Any]:
+    update = agent_train.make_update(loop.wm_config, loop.actor_config, loop.config)
+    policy_step = agent_train.make_policy_step(loop.wm_config, loop.actor_config)
+    act_key = jax.random.key(run.seed + 1)
+    replayed_per_update = loop.config.batch * loop.config.length
+    curve, c, n = loop.curve, loop.counters, run.envs
+    action_dim, space = loop.wm_config.action_dim, loop.envs.single_action_space
+
+    def wall() -> float:
+        return loop.wall_before + time.perf_counter() - start_time
+
+    def save() -> None:
+        if out is not None:
+            curve["wall_s"], curve["updates"] = wall(), c["updates"]
+            loop.save(out, wall())
+            _write_json(out / "curve.json", curve)
+
+    def do_eval() -> dict[str, Any]:
+        entry = {"env_steps": c["env_steps"], "frames": c["frames"], "updates": c["updates"], "skipped": c["skipped"]}
+        for mode in ("deterministic", "sampled"):
+            act = agent_act(
+                run.env, policy_step, loop.state.wm_params, loop.state.actor_params, loop.wm_config, loop.actor_config,
+                episodes=run.eval_episodes, deterministic=mode == "deterministic", seed=run.seed,
+            )  # fmt: skip
+            returns = evaluate_policy(run.env, act, episodes=run.eval_episodes, action_repeat=run.action_repeat)
+            entry[mode] = _stats(returns)
+        entry["wall_s"] = wall()
+        curve["evals"].append(entry)
+        if out is not None:
+            _write_json(out / "curve.json", curve)
+        return entry
+
     metrics: dict[str, float] = {}
     bar = None
     if run.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=run.steps, desc=run.env, unit="step", dynamic_ncols=True)
-
-    def do_eval(step: int) -> dict[str, Any]:
-        entry = {"env_steps": step, "updates": updates, "wall_s": time.perf_counter() - start_time}
-        for mode in ("deterministic", "sampled"):
-            act = agent_act(
-                run.env, policy_step, state.wm_params, state.actor_params, wm_config, actor_config,
-                episodes=run.eval_episodes, deterministic=mode == "deterministic", seed=run.seed,
+        bar = tqdm(total=run.steps, initial=c["env_steps"], desc=run.env, unit="step", dynamic_ncols=True)
+    with _Signals() as signals:
+        while c["env_steps"] < run.steps:
+            before, rng_state = c["env_steps"], loop.rng.bit_generator.state
+            c["vector_steps"] += 1
+            latent, model_action, actions, model_np = loop_act(
+                policy_step, loop.state.wm_params, loop.state.actor_params, loop.latent, loop.prev, loop.obs,
+                loop.is_first, act_key, c["vector_steps"],
             )  # fmt: skip
-            returns = evaluate_policy(run.env, act, episodes=run.eval_episodes)
-            entry[mode] = _stats(returns)
-        entry["wall_s"] = time.perf_counter() - start_time
-        curve["evals"].append(entry)
-        if out is not None:
-            (out / "curve.json").write_text(json.dumps(curve, indent=1))
-        return entry
-
-    last_eval = None
-    for step in range(1, run.steps + 1):
-        latent, model_action, action_np, model_np = loop_act(
-            policy_step, state.wm_params, state.actor_params, latent, prev, obs, is_first, act_key, step
-        )
-        if step <= run.warmup:
-            action_np, model_np = spaces.random_actions(actor_config, rng)
-            model_action = jnp.asarray(model_np)[None]
-        obs, reward, terminated, truncated, _ = env.step(spaces.env_action(actor_config, action_np, env.action_space))
-        replay.add(obs, model_np, reward, False, terminated)
-        prev, is_first = model_action, False
-        ep_return += float(reward)
-        ep_len += 1
-        if terminated or truncated:
-            curve["episodes"].append({"env_steps": step, "return": ep_return, "length": ep_len})
-            obs, _ = env.reset()
-            replay.add(obs, np.zeros(action_dim), 0.0, True, False)
-            is_first, ep_return, ep_len = True, 0.0, 0
-        if step >= run.warmup:
-            owed += run.train_ratio / replayed_per_update
-            while owed >= 1.0:
-                state, m = update(state, replay.sample(config.batch, config.length))
-                owed -= 1.0
-                updates += 1
-                if updates % 25 == 1:
-                    metrics = {k: float(v) for k, v in m.items()}
-                    curve["losses"].append({"env_steps": step, "updates": updates, **metrics})
-        if step % run.eval_every == 0 or step == run.steps:
-            last_eval = do_eval(step)
-        if bar is not None:
-            bar.update(1)
-            if step % 50 == 0 or step == run.steps:
-                post = {"ep_ret": curve["episodes"][-1]["return"] if curve["episodes"] else float("nan")}
-                for name in ("wm_loss", "dec_loss", "rew_loss", "kl", "entropy"):
-                    if name in metrics:
-                        post[name] = metrics[name]
-                if last_eval is not None:
-                    post["eval"] = last_eval["deterministic"]["mean"]
-                bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()}, refresh=False)
+            if before < run.warmup:
+                drawn = [spaces.random_actions(loop.actor_config, loop.rng) for _ in range(n)]
+                actions, model_np = np.stack([d[0] for d in drawn]), np.stack([d[1] for d in drawn])
+                model_action = jnp.asarray(model_np)
+            env_actions = np.stack([spaces.env_action(loop.actor_config, a, space) for a in actions])
+            step = loop.envs.step(env_actions)
+            bad = ~(np.isfinite(step.obs).all(-1) & np.isfinite(step.reward))
+            if step.reset_obs is not None:
+                bad |= ~np.isfinite(step.reset_obs).all(-1)
+            if bad.any():
+                i = int(np.argmax(bad))
+                loop.envs.log.pop()  # the checkpoint is the state before this step
+                c["vector_steps"] -= 1
+                loop.rng.bit_generator.state = rng_state
+                save()
+                raise ValueError(
+                    f"dreamer_actor.agent: {run.env} (env copy {i}) returned a non-finite observation or reward at "
+                    f"env step {before + i + 1} (reward {step.reward[i]!r}, observation {step.obs[i]!r}); the run "
+                    "stops here so that no parameter learns from it"
+                    + (f"; the last good state is in {out}." if out else ".")
+                )  # fmt: skip
+            loop.latent = latent
+            done = step.terminated | step.truncated
+            for i in range(n):
+                loop.replay.add(i, step.obs[i], model_np[i], step.reward[i], False, step.terminated[i])
+            loop.ep_return += step.reward
+            loop.ep_len += 1
+            loop.ep_frames += step.frames
+            c["env_steps"] += n
+            c["frames"] += int(step.frames.sum())
+            for i in np.flatnonzero(done):
+                episode = {"env_steps": c["env_steps"], "frames": c["frames"], "return": float(loop.ep_return[i])}
+                curve["episodes"].append(
+                    {**episode, "length": int(loop.ep_len[i]), "episode_frames": int(loop.ep_frames[i]), "env": int(i)}
+                )
+                loop.replay.add(i, step.reset_obs[i], np.zeros(action_dim), 0.0, True, False)
+                loop.ep_return[i], loop.ep_len[i], loop.ep_frames[i] = 0.0, 0, 0
+            loop.obs = (step.obs if step.reset_obs is None else step.reset_obs).astype(np.float32)
+            loop.prev, loop.is_first = model_action, done
+            if c["env_steps"] >= run.warmup:
+                c["owed"] += n * run.train_ratio / replayed_per_update
+                while c["owed"] >= 1.0:
+                    loop.state, m = update(loop.state, loop.replay.sample(loop.config.batch, loop.config.length))
+                    c["owed"] -= 1.0
+                    c["updates"] += 1
+                    if float(m["skipped"]) > 0:
+                        c["skipped"] += 1
+                        c["skips_in_row"] += 1
+                        curve["skipped_updates"].append({"env_steps": c["env_steps"], "updates": c["updates"]})
+                        if c["skips_in_row"] >= run.max_skips:
+                            save()
+                            raise RuntimeError(
+                                f"dreamer_actor.agent: {c['skips_in_row']} updates in a row had a non-finite loss or "
+                                f"gradient (at env step {c['env_steps']}, update {c['updates']}); the run stops"
+                                + (f", and its last good state is saved in {out}." if out else ".")
+                            )
+                        continue
+                    c["skips_in_row"] = 0
+                    if c["updates"] % 25 == 1:
+                        metrics = {k: float(v) for k, v in m.items()}
+                        curve["losses"].append({"env_steps": c["env_steps"], "updates": c["updates"], **metrics})
+            finished = c["env_steps"] >= run.steps
+            if c["env_steps"] // run.eval_every > before // run.eval_every or finished:
+                last = do_eval()
+                metrics["eval"] = last["deterministic"]["mean"]
+            if c["env_steps"] // run.save_every > before // run.save_every and not finished:
+                save()
+            if bar is not None:
+                bar.update(n)
+                if c["vector_steps"] % 50 == 0 or finished:
+                    post = {"ep_ret": curve["episodes"][-1]["return"] if curve["episodes"] else float("nan")}
+                    post.update({k: metrics[k] for k in ("wm_loss", "kl", "entropy", "eval") if k in metrics})
+                    if c["skipped"]:
+                        post["skipped"] = c["skipped"]
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()}, refresh=False)
+            if signals.received and not finished:
+                curve["interrupted"] = {"signal": signals.received, "env_steps": c["env_steps"]}
+                save()
+                break
     if bar is not None:
         bar.close()
-    curve["wall_s"] = time.perf_counter() - start_time
-    curve["updates"] = updates
-    if out is not None:
-        (out / "curve.json").write_text(json.dumps(curve, indent=1))
+    curve["wall_s"], curve["updates"] = wall(), c["updates"]
+    if out is not None and "interrupted" not in curve:
+        save()
         _plot(curve, out / "curve.png")
-        meta = {
-            "env": run.env,
-            "seed": run.seed,
-            "world_model_config": dataclasses.asdict(wm_config),
-            "actor_config": actor_config.to_dict(),
-            "agent_config": dataclasses.asdict(config),
-            "discrete_start": int(env.action_space.start) if actor_config.distribution == "categorical" else None,
-            "run": dataclasses.asdict(run),
-        }
-        agent_policy.save_agent(out, state, meta)
-    env.close()
-    curve["state"] = state
+        agent_policy.save_agent(out, loop.state, _agent_meta(run, loop))
+    curve = dict(curve)
+    curve["state"] = loop.state
     return curve
-
-
-def agent_replay_for(run: RunConfig, obs_dim: int, action_dim: int):
-    from dreamer_actor.agent.replay import Replay
-
-    return Replay(min(run.replay_capacity, run.steps * 2 + 10), obs_dim, action_dim, seed=run.seed)

@@ -85,11 +85,20 @@ def model_action(config: da.ActorConfig, action: jax.Array, raw_sample: jax.Arra
     return action
 
 
+def box_action(config: da.ActorConfig, action: np.ndarray, dtype: Any) -> np.ndarray:
+    """The Box's `[A]` action in its `dtype`: an integer Box gets it rounded to the nearest integer in the bounds."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        rounded = np.clip(np.rint(action), np.asarray(config.low), np.asarray(config.high))
+        return rounded.astype(dtype)
+    return np.asarray(action, dtype)
+
+
 def env_action(config: da.ActorConfig, action: np.ndarray, action_space: Any) -> Any:
-    """The env's action for one `[A]` actor action: the Box vector, or `argmax + start` for Discrete."""
+    """The env's action for one `[A]` actor action: the Box vector (see `box_action`), or `argmax + start`."""
     if config.distribution == "categorical":
         return int(np.argmax(action)) + int(action_space.start)
-    return np.asarray(action, action_space.dtype)
+    return box_action(config, action, action_space.dtype)
 
 
 def random_actions(config: da.ActorConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

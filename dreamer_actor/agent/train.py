@@ -17,6 +17,9 @@ r"""One jitted DreamerV3 update: world model on replay, then actor and critic in
    REINFORCE by default (`"dynamics"` / `"mix"` backpropagate through the frozen model).
 6. **Critic**: two-hot cross-entropy to `sg(R)` plus `slow_reg` times the cross-entropy to the
    slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic.
+
+If any loss or gradient is non-finite, the update is skipped: the state comes back unchanged
+but for its PRNG key, and the metric `skipped` is 1 (the training loop counts and limits these).
 """
 
 from __future__ import annotations
@@ -275,7 +278,7 @@ def train_step(
     sg = jax.lax.stop_gradient
 
     # 1. World model.
-    (_, (post, wm_metrics)), wm_grads = jax.value_and_grad(
+    (wm_loss, (post, wm_metrics)), wm_grads = jax.value_and_grad(
         lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
     )(state.wm_params)
     wm_updates, wm_opt = optimizer(config.model_lr, config.grad_clip).update(wm_grads, state.wm_opt, state.wm_params)
@@ -316,7 +319,7 @@ def train_step(
     rate = config.slow_rate
     slow_critic_params = jax.tree.map(lambda s, c: (1.0 - rate) * s + rate * c, state.slow_critic_params, critic_params)
 
-    new_state = AgentState(
+    candidate = AgentState(
         wm_params=wm_params,
         actor_params=actor_params,
         critic_params=critic_params,
@@ -328,6 +331,16 @@ def train_step(
         key=key,
         step=state.step + 1,
     )
+    # A non-finite loss or gradient anywhere skips the whole update (the key still advances).
+    finite = jnp.all(jnp.stack([
+        jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((wm_loss, wm_grads, actor_grads, critic_loss, critic_grads))
+    ]))  # fmt: skip
+    kept = {
+        name: jax.tree.map(lambda new, old: jnp.where(finite, new, old), getattr(candidate, name), getattr(state, name))
+        for name in ("wm_params", "actor_params", "critic_params", "slow_critic_params", "wm_opt", "actor_opt",
+                     "critic_opt", "normalizer", "step")
+    }  # fmt: skip
+    new_state = AgentState(**kept, key=key)
     metrics = {
         **wm_metrics,
         "actor_loss": aux["actor_loss"],
@@ -337,6 +350,7 @@ def train_step(
         "imag_reward": aux["imag_reward"],
         "imag_cont": aux["imag_cont"],
         "return_scale": aux["scale"],
+        "skipped": 1.0 - finite.astype(jnp.float32),
     }
     return new_state, metrics
 
