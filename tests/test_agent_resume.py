@@ -443,6 +443,24 @@ def test_an_unwritable_out_and_an_unknown_env_fail_before_training_leaving_nothi
     assert not out.exists()
 
 
+def test_overwrite_replaces_a_previous_run_and_nothing_else(finished_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    for name in ("run.json", "run.lock"):  # an older run's folder: agent.json marks it
+        (out / name).unlink()
+    before = (out / "world_model.msgpack").read_bytes()
+    again = {**finished_run[1], "seed": 1, "overwrite": True}
+    agent_run.train_agent(agent_run.RunConfig(out=str(out), **again))
+    assert (out / "world_model.msgpack").read_bytes() != before
+    assert json.loads((out / "run.json").read_text())["run"]["seed"] == 1
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"notes\.txt"):
+        agent_run.train_agent(agent_run.RunConfig(out=str(out), **again))
+    assert (out / "notes.txt").read_text() == "mine" and (out / "agent.json").exists()
+
+
 def test_overwrite_refuses_a_folder_with_only_a_users_curve_json(tmp_path):
     (tmp_path / "curve.json").write_text('{"mine": true}')
     with pytest.raises(FileExistsError, match="not a previous run"):

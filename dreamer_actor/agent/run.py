@@ -56,24 +56,26 @@ def _is_previous_run(out: pathlib.Path) -> bool:
     return False
 
 
-def check_out_dir(out: pathlib.Path, *, overwrite: bool) -> None:
+def check_out_dir(out: pathlib.Path, *, overwrite: bool, claimed: bool = False) -> None:
     """Refuses a run folder that holds anything but a previous run's files (nothing a user owns is replaced).
 
     A missing or empty folder is fine. With `overwrite`, a folder holding only `RUN_FILES` (and
     hidden staging folders of an interrupted save) is reused when it is one of this agent's runs:
     its `run.json`, or an older run's `agent.json`, says so. Anything else raises
-    `FileExistsError` naming the folder.
+    `FileExistsError` naming the folder, and so does a folder another running run has claimed
+    (`claimed=True`: this process holds the claim itself).
     """
     if not out.exists():
         return
     if not out.is_dir():
         raise FileExistsError(f"dreamer_actor.agent: `out` {str(out)!r} exists and is not a folder.")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
-        return
-    holder = run_checkpoint.holder(out)
+    holder = None if claimed else run_checkpoint.holder(out)
     if holder is not None:
         raise FileExistsError(f"dreamer_actor.agent: the run folder {out} is in use by another run ({holder}).")
+    # A claim alone (a run that stopped before it wrote anything) is no content.
+    entries = sorted(p.name for p in out.iterdir() if p.name != run_checkpoint.LOCK_FILE)
+    if not entries:
+        return
     if not overwrite:
         raise FileExistsError(
             f"dreamer_actor.agent: `out` folder {str(out)!r} is not empty ({', '.join(entries[:5])}); "
@@ -563,7 +565,7 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     if out is not None and resume and run_checkpoint.holder(out) is not None:
         raise FileExistsError(f"dreamer_actor.agent: the run folder {out} is in use by another run.")
     envs = envs_lib.Envs(run.env, run.envs, run.vector, run.seed, run.action_repeat)  # an unknown id fails here
-    claim = None
+    claim, created = None, out is not None and not out.exists()
     try:
         loop = _Loop(run, envs, *run.model_configs(envs))
         if out is not None:
@@ -573,7 +575,8 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 raise OSError(f"dreamer_actor.agent: cannot create the run folder {out} ({error.strerror}).") from error
             claim = run_checkpoint.Claim(out)
             if not resume:
-                check_out_dir(out, overwrite=True) if run.overwrite else None
+                # Again, now that the folder is ours: nothing appeared meanwhile that is not a run's.
+                check_out_dir(out, overwrite=True, claimed=True)
                 _remove_previous_run(out)
                 _write_json(out / RUN_FILE, {"format": RUN_FORMAT, "run": dataclasses.asdict(run)})
         if resume:
@@ -588,6 +591,12 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             loop.curve = _fresh_curve(run, random_returns)
             loop.start()
         curve = _train(run, loop, out, start_time)
+    except BaseException:
+        if created and claim is not None and not (out / RUN_FILE).exists():  # failed before it began: no trace
+            (out / run_checkpoint.LOCK_FILE).unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+        raise
     finally:
         envs.close()
         if claim is not None:
