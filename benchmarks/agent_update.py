@@ -143,7 +143,7 @@ def make_parts(agent: Agent, batch: dict[str, jax.Array]) -> Parts:
     model = wm.WorldModel(wm_config)
     critic = agent_train.Critic(config.critic_units, config.critic_layers, wm_config.num_bins)
     bins = wm.twohot_bins(wm_config.num_bins)
-    wm_opt = agent_train.optimizer(config.model_lr, config.grad_clip)
+    wm_opt = agent_train.optimizer(config, config.model_lr)
     sg = jax.lax.stop_gradient
     # The keys train_step draws from the state's key.
     _, wm_key, imag_key = jax.random.split(state.key, 3)

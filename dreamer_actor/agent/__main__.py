@@ -31,9 +31,15 @@ HELP = {
     "length": "replayed sequence length L (B x L imagination starts)",
     "horizon": "imagination horizon",
     "discount": "discount of the lambda-returns (times the continue head's prediction)",
-    "model_lr": "world-model Adam learning rate",
-    "actor_lr": "actor Adam learning rate",
-    "critic_lr": "critic Adam learning rate",
+    "optimizer": "adam (global-norm clip 100) or laprop (official DreamerV3's: adaptive clip 0.3, LaProp, "
+    "1,000-update warm-up; official lr 4e-5)",
+    "model_lr": "world-model learning rate",
+    "actor_lr": "actor learning rate",
+    "critic_lr": "critic learning rate",
+    "slow_target": "lambda-returns bootstrap and advantage baseline from the slow critic (--no-slow-target: "
+    "the online critic, as official DreamerV3)",
+    "predicted_start_cont": "weight imagination starts by the continue head's prediction (official DreamerV3) "
+    "instead of the replayed 1 - terminated",
     "entropy_coef": "actor entropy bonus",
     "terminal_weight": "weight of terminal steps in the continue head's loss (DreamerV3: 1)",
     "action_repeat": "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); "
@@ -77,6 +83,8 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             kwargs["choices"] = ("reinforce", "dynamics", "mix")
         if field.name == "vector":
             kwargs["choices"] = ("sync", "async")
+        if field.name == "optimizer":
+            kwargs["choices"] = ("adam", "laprop")
         parser.add_argument(flag, **kwargs)
     return parser
 

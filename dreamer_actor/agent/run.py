@@ -24,8 +24,8 @@ import numpy as np
 
 from dreamer_actor.agent import checkpoint as run_checkpoint
 from dreamer_actor.agent import envs as envs_lib
+from dreamer_actor.agent import optimizers, spaces
 from dreamer_actor.agent import policy as agent_policy
-from dreamer_actor.agent import spaces
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 
@@ -146,9 +146,12 @@ class RunConfig:
     length: int = 32
     horizon: int = 15
     discount: float = 0.99
+    optimizer: str = "adam"
     model_lr: float = 6e-4
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
+    slow_target: bool = True
+    predicted_start_cont: bool = False
     entropy_coef: float = 3e-4
     terminal_weight: float = 1.0
     action_repeat: int = 1
@@ -175,6 +178,10 @@ class RunConfig:
         _finite("discount", self.discount, low=0.0, high=1.0)
         _finite("entropy_coef", self.entropy_coef, low=0.0)
         _finite("terminal_weight", self.terminal_weight, low=0.0)
+        if self.optimizer not in optimizers.OPTIMIZERS:
+            raise ValueError(
+                f"RunConfig: `--optimizer` must be one of {optimizers.OPTIMIZERS}, got {self.optimizer!r}."
+            )
         if self.vector not in envs_lib.VECTOR_MODES:
             raise ValueError(f"RunConfig: `--vector` must be one of {envs_lib.VECTOR_MODES}, got {self.vector!r}.")
         # Every stream must hold a whole replayed sequence when the first update comes, and keep one.
@@ -223,9 +230,12 @@ class RunConfig:
             discount=self.discount,
             estimator=self.estimator,
             entropy_coef=self.entropy_coef,
+            optimizer=self.optimizer,
             model_lr=self.model_lr,
             actor_lr=self.actor_lr,
             critic_lr=self.critic_lr,
+            slow_target=self.slow_target,
+            predicted_start_cont=self.predicted_start_cont,
             actor_units=self.units,
             critic_units=self.units,
         )
@@ -622,6 +632,7 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
             _write_json(out / "curve.json", curve)
 
     def do_eval() -> dict[str, Any]:
+        began = time.perf_counter()
         entry = {"env_steps": c["env_steps"], "frames": c["frames"], "updates": c["updates"], "skipped": c["skipped"]}
         for mode in ("deterministic", "sampled"):
             act = agent_act(
@@ -630,7 +641,7 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
             )  # fmt: skip
             returns = evaluate_policy(run.env, act, episodes=run.eval_episodes, action_repeat=run.action_repeat)
             entry[mode] = _stats(returns)
-        entry["wall_s"] = wall()
+        entry["wall_s"], entry["eval_s"] = wall(), time.perf_counter() - began
         curve["evals"].append(entry)
         if out is not None:
             _write_json(out / "curve.json", curve)

@@ -4,13 +4,15 @@ r"""One jitted DreamerV3 update: world model on replay, then actor and critic in
 
 1. **World model**: `world_model_loss` on the replayed batch `[B, L]`, one Adam step.
 2. **Starts**: every posterior state of that batch, `N = B * L` starts (stop-gradiented),
-   with the start continue `c_start = 1 - terminated` (a terminal start gets weight 0).
+   with the start continue `c_start = 1 - terminated` (a terminal start gets weight 0), or with
+   `predicted_start_cont` the continue head's prediction at the start.
 3. **Imagination**: `lax.scan` over `horizon` steps of `da.act(actor_params, actor_config,
    hidden=h, stoch=z, key, training=True, reparameterize=...)` on the model's latent (`z` is
    the `[N, S, C]` one-hot) and the RSSM prior step; the world model gets
    `spaces.model_action(...)` (the unclipped `raw_sample` for bounded_normal).
 4. **Returns**: reward `rew[t]` (two-hot mean) and continue `con[t] = sigmoid(logit)` predicted
-   at the imagined states `s_0 .. s_T`, values `v[t]` of the slow critic;
+   at the imagined states `s_0 .. s_T`, values `v[t]` of the slow critic (`slow_target=False`:
+   the online critic's);
    `da.lambda_returns(rew[1:], v[:-1], con[1:], v[-1], discount=gamma)`,
    `da.imagination_weights(con[1:], gamma, start_continues=c_start)`.
 5. **Actor**: `da.policy_loss` on `(R - v) / max(1, P95 - P5)` (`da.ReturnNormalizer`),
@@ -35,7 +37,7 @@ import optax
 from flax import struct
 
 import dreamer_actor as da
-from dreamer_actor.agent import spaces
+from dreamer_actor.agent import optimizers, spaces
 from dreamer_actor.agent import world_model as wm
 
 ESTIMATORS = ("reinforce", "dynamics", "mix")
@@ -51,8 +53,14 @@ class AgentConfig:
       discount, lambda_: of the lambda-returns.
       estimator: `"reinforce"` (DreamerV3), `"dynamics"` or `"mix"` (`rho` weights REINFORCE).
       entropy_coef: actor entropy bonus on the normalized advantage scale (DreamerV3: 3e-4).
-      model_lr, actor_lr, critic_lr: Adam learning rates; grad_clip: global-norm clipping.
+      optimizer: `"adam"` (global-norm clipping at `grad_clip`, then Adam) or `"laprop"` (official
+        DreamerV3's: adaptive clipping at `agc`, LaProp, a 1,000-update warm-up; `optimizers.laprop`).
+      model_lr, actor_lr, critic_lr: learning rates; grad_clip: Adam's global-norm clipping; agc: LaProp's.
       slow_rate: EMA rate of the slow critic; slow_reg: weight of the critic's pull to it.
+      predicted_start_cont: weight each start by the continue head's prediction there (True, official
+        DreamerV3 and `da.imagination_weights`' recommendation) or by the replayed `1 - terminated` (False).
+      slow_target: the lambda-returns bootstrap from, and the advantage baseline is, the slow critic
+        (True) or the online critic (False, official DreamerV3's `imag_loss: {slowtar: False}`).
       actor_layers, actor_units, critic_layers, critic_units: MLP sizes.
     """
 
@@ -67,15 +75,23 @@ class AgentConfig:
     model_lr: float = 6e-4
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
+    optimizer: str = "adam"
     grad_clip: float = 100.0
+    agc: float = 0.3
     slow_rate: float = 0.02
     slow_reg: float = 1.0
+    slow_target: bool = True
+    predicted_start_cont: bool = False
     actor_layers: int = 2
     actor_units: int = 128
     critic_layers: int = 2
     critic_units: int = 128
 
     def __post_init__(self):
+        if self.optimizer not in optimizers.OPTIMIZERS:
+            raise ValueError(
+                f"AgentConfig: `optimizer` must be one of {optimizers.OPTIMIZERS}, got {self.optimizer!r}."
+            )
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"AgentConfig: `estimator` must be one of {ESTIMATORS}, got {self.estimator!r}.")
         for name in ("batch", "length", "horizon", "actor_units", "critic_units"):
@@ -123,9 +139,9 @@ class AgentState:
     step: jax.Array
 
 
-def optimizer(lr: float, clip: float) -> optax.GradientTransformation:
-    """Global-norm clipping, then Adam (eps 1e-5)."""
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=1e-5))
+def optimizer(config: AgentConfig, lr: float) -> optax.GradientTransformation:
+    """The optimizer `config.optimizer` names, at learning rate `lr` (see `AgentConfig`)."""
+    return optimizers.make(config.optimizer, lr, config.grad_clip if config.optimizer == "adam" else config.agc)
 
 
 def init_agent(
@@ -144,9 +160,9 @@ def init_agent(
         actor_params=actor_params,
         critic_params=critic_params,
         slow_critic_params=jax.tree.map(jnp.copy, critic_params),
-        wm_opt=optimizer(config.model_lr, config.grad_clip).init(wm_params),
-        actor_opt=optimizer(config.actor_lr, config.grad_clip).init(actor_params),
-        critic_opt=optimizer(config.critic_lr, config.grad_clip).init(critic_params),
+        wm_opt=optimizer(config, config.model_lr).init(wm_params),
+        actor_opt=optimizer(config, config.actor_lr).init(actor_params),
+        critic_opt=optimizer(config, config.critic_lr).init(critic_params),
         normalizer=da.ReturnNormalizer().init(),
         key=key,
         step=jnp.zeros((), jnp.int32),
@@ -194,6 +210,7 @@ def actor_objective(
     critic: Critic,
     frozen: Any,
     slow: Any,
+    online: Any,
     start: wm.Latent,
     start_cont: jax.Array,
     normalizer_state: da.ReturnNormalizerState,
@@ -201,8 +218,10 @@ def actor_objective(
     actor_config: da.ActorConfig,
     config: AgentConfig,
 ) -> tuple[jax.Array, dict[str, Any]]:
-    """Step 5: the actor's loss on imagination from `start` in the frozen model (`frozen` world-model and
-    `slow` critic params), and what the critic step and the metrics reuse (stop-gradiented)."""
+    """Step 5: the actor's loss on imagination from `start` in the frozen model (`frozen` world-model,
+    `slow` and `online` critic params: the returns' values are the slow critic's, or with
+    `config.slow_target=False` the online critic's), and what the critic step and the metrics reuse
+    (stop-gradiented)."""
     sg = jax.lax.stop_gradient
     bins = wm.twohot_bins(model.config.num_bins)
     latents, outs = imagine(
@@ -218,10 +237,12 @@ def actor_objective(
     rew_logits, cont_logit = model.apply(frozen, latents.h, latents.z, method=wm.WorldModel.reward_cont)
     rewards = wm.twohot_mean(rew_logits, bins)  # [T + 1, N]
     conts = jax.nn.sigmoid(cont_logit)
-    values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
+    slow_values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
+    values = slow_values if config.slow_target else wm.twohot_mean(critic.apply(online, latents.h, latents.z), bins)
     returns = da.lambda_returns(
         rewards[1:], values[:-1], conts[1:], values[-1], discount=config.discount, lambda_=config.lambda_
     )
+    start_cont = conts[0] if config.predicted_start_cont else start_cont
     weights = da.imagination_weights(conts[1:], config.discount, start_continues=start_cont)
     norm_state, scale = da.ReturnNormalizer().update(normalizer_state, returns)
     loss, metrics = da.policy_loss(
@@ -238,7 +259,7 @@ def actor_objective(
     aux = {
         "latents": sg(latents),
         "returns": sg(returns),
-        "slow_values": sg(values),
+        "slow_values": sg(slow_values),
         "weights": weights,
         "normalizer": norm_state,
         "metrics": metrics,
@@ -281,7 +302,7 @@ def train_step(
     (wm_loss, (post, wm_metrics)), wm_grads = jax.value_and_grad(
         lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
     )(state.wm_params)
-    wm_updates, wm_opt = optimizer(config.model_lr, config.grad_clip).update(wm_grads, state.wm_opt, state.wm_params)
+    wm_updates, wm_opt = optimizer(config, config.model_lr).update(wm_grads, state.wm_opt, state.wm_params)
     wm_params = optax.apply_updates(state.wm_params, wm_updates)
 
     # 2. Starts: all B * L posterior states.
@@ -289,15 +310,16 @@ def train_step(
     start = jax.tree.map(lambda x: sg(x.reshape(n, *x.shape[2:])), post)
     start_cont = 1.0 - batch["terminated"].reshape(n).astype(jnp.float32)
     frozen = sg(wm_params)
-    slow = sg(state.slow_critic_params)
+    slow, online = sg(state.slow_critic_params), sg(state.critic_params)
 
     # 3. Actor.
     objective = functools.partial(
-        actor_objective, model=model, critic=critic, frozen=frozen, slow=slow, start=start, start_cont=start_cont,
+        actor_objective, model=model, critic=critic, frozen=frozen, slow=slow, online=online, start=start,
+        start_cont=start_cont,
         normalizer_state=state.normalizer, key=imag_key, actor_config=actor_config, config=config,
     )  # fmt: skip
     actor_grads, aux = jax.grad(objective, has_aux=True)(state.actor_params)
-    actor_updates, actor_opt = optimizer(config.actor_lr, config.grad_clip).update(
+    actor_updates, actor_opt = optimizer(config, config.actor_lr).update(
         actor_grads, state.actor_opt, state.actor_params
     )
     actor_params = optax.apply_updates(state.actor_params, actor_updates)
@@ -312,7 +334,7 @@ def train_step(
             config=config,
         )
     )(state.critic_params)  # fmt: skip
-    critic_updates, critic_opt = optimizer(config.critic_lr, config.grad_clip).update(
+    critic_updates, critic_opt = optimizer(config, config.critic_lr).update(
         critic_grads, state.critic_opt, state.critic_params
     )
     critic_params = optax.apply_updates(state.critic_params, critic_updates)

@@ -240,7 +240,13 @@ class WorldModel(nn.Module):
         return self.encoder(symlog(obs))
 
     def deter_step(self, h: jax.Array, z: jax.Array, action: jax.Array) -> jax.Array:
-        """`h [..., D]`, `z [..., S, C]`, `action [..., A]` -> next `h [..., D]`."""
+        """`h [..., D]`, `z [..., S, C]`, `action [..., A]` -> next `h [..., D]`.
+
+        Each action entry is divided by `sg(max(1, |a|))` first (official DreamerV3's RSSM core): a
+        bounded_normal sample outside `[-1, 1]` enters at magnitude 1; every other action (inside the
+        bounds, one-hot) is unchanged, bit for bit.
+        """
+        action = action / jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(action)))
         z_flat = z.reshape(*z.shape[:-2], -1)
         return self.gru(h, self.img_in(jnp.concatenate([z_flat, action], -1)))
 

@@ -1,0 +1,102 @@
+"""The critic targets: lambda-returns bootstrapped from the slow or the online critic (official DreamerV3:
+online), the slow critic's regularizer, and the critic loss, against NumPy loops in float64."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dreamer_actor.agent import run as agent_run
+from dreamer_actor.agent import train as agent_train
+from dreamer_actor.agent import world_model as wm
+
+
+def numpy_lambda_returns(rew, val, con, gamma, lam):
+    """R_t = r_{t+1} + gamma c_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1}), R_H = v_H, over imagined s_0 .. s_H."""
+    horizon = rew.shape[0] - 1
+    out = np.zeros((horizon, *rew.shape[1:]))
+    nxt = val[horizon]
+    for t in reversed(range(horizon)):
+        nxt = rew[t + 1] + gamma * con[t + 1] * ((1 - lam) * val[t + 1] + lam * nxt)
+        out[t] = nxt
+    return out
+
+
+def numpy_twohot_ce(logits, target, bins):
+    logits, bins = np.asarray(logits, np.float64), np.asarray(bins, np.float64)
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    out = np.zeros(target.shape)
+    for idx in np.ndindex(target.shape):
+        x = np.clip(target[idx], bins[0], bins[-1])
+        hi = min(max(int(np.searchsorted(bins, x, side="right")), 1), len(bins) - 1)
+        w = np.clip((x - bins[hi - 1]) / (bins[hi] - bins[hi - 1]), 0, 1)
+        out[idx] = -((1 - w) * log_probs[idx][hi - 1] + w * log_probs[idx][hi])
+    return out
+
+
+@pytest.fixture(scope="module")
+def agent():
+    import gymnasium as gym
+
+    run = agent_run.RunConfig(env="Pendulum-v1", deter=16, units=16, stoch=4, classes=4, layers=1, warmup=64, length=8)
+    actor_config, wm_config = run.model_configs(gym.make("Pendulum-v1"))
+    config = run.agent_config()
+    state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, config)
+    noise = lambda p, k: jax.tree.map(lambda x: x + 0.3 * jax.random.normal(k, x.shape), p)
+    online, slow = noise(state.critic_params, jax.random.key(1)), noise(state.critic_params, jax.random.key(2))
+    n = 6
+    start = wm.Latent(
+        jax.random.normal(jax.random.key(3), (n, wm_config.deter)),
+        jax.nn.one_hot(jax.random.randint(jax.random.key(4), (n, wm_config.stoch), 0, wm_config.classes), 4),
+    )
+    return run, actor_config, wm_config, config, state, online, slow, start
+
+
+@pytest.mark.parametrize(("slow_target", "predicted_start_cont"), [(True, False), (False, False), (False, True)])
+def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slow_one(
+    agent, slow_target, predicted_start_cont
+):
+    import dataclasses
+
+    _run, actor_config, wm_config, config, state, online, slow, start = agent
+    config = dataclasses.replace(config, slow_target=slow_target, predicted_start_cont=predicted_start_cont, horizon=5)
+    model, critic = wm.WorldModel(wm_config), agent_train.Critic(config.critic_units, config.critic_layers)
+    n = start.h.shape[0]
+    replayed_cont = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # 1 - terminated of the replayed starts
+    _, aux = agent_train.actor_objective(
+        state.actor_params, model=model, critic=critic, frozen=state.wm_params, slow=slow, online=online,
+        start=start, start_cont=replayed_cont, normalizer_state=state.normalizer, key=jax.random.key(5),
+        actor_config=actor_config, config=config,
+    )  # fmt: skip
+    latents = aux["latents"]
+    bins = wm.twohot_bins(wm_config.num_bins)
+    rew_logits, cont_logit = model.apply(state.wm_params, latents.h, latents.z, method=wm.WorldModel.reward_cont)
+    rew = np.asarray(wm.twohot_mean(rew_logits, bins), np.float64)
+    con = 1.0 / (1.0 + np.exp(-np.asarray(cont_logit, np.float64)))
+    values = {
+        name: np.asarray(wm.twohot_mean(critic.apply(params, latents.h, latents.z), bins), np.float64)
+        for name, params in (("online", online), ("slow", slow))
+    }
+    assert np.abs(values["online"] - values["slow"]).max() > 1e-2  # the two critics really differ
+    target = values["slow" if slow_target else "online"]
+    want = numpy_lambda_returns(rew, target, con, config.discount, config.lambda_)
+    np.testing.assert_allclose(np.asarray(aux["returns"]), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(aux["slow_values"]), values["slow"], rtol=1e-5, atol=1e-6)
+
+    # The critic's loss: two-hot cross-entropy to sg(R) + slow_reg x that to the slow critic's value, weighted.
+    h, z = latents.h[:-1], latents.z[:-1]
+    loss = agent_train.critic_objective(
+        online, critic=critic, h=h, z=z, returns=aux["returns"], slow_values=aux["slow_values"],
+        weights=aux["weights"], bins=bins, config=config,
+    )  # fmt: skip
+    logits = np.asarray(critic.apply(online, h, z))
+    ce = numpy_twohot_ce(logits, np.asarray(aux["returns"], np.float64), bins)
+    ce_slow = numpy_twohot_ce(logits, values["slow"][:-1], bins)
+    # w_0 = c_start (the head's prediction at s_0, or the replayed flag), w_t = w_{t-1} gamma c_t.
+    weights = np.zeros((config.horizon, n))
+    weights[0] = con[0] if predicted_start_cont else np.asarray(replayed_cont)
+    for t in range(1, config.horizon):
+        weights[t] = weights[t - 1] * config.discount * con[t]
+    np.testing.assert_allclose(np.asarray(aux["weights"]), weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(loss), np.mean(weights * (ce + config.slow_reg * ce_slow)), rtol=1e-4)
