@@ -100,3 +100,68 @@ def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slo
         weights[t] = weights[t - 1] * config.discount * con[t]
     np.testing.assert_allclose(np.asarray(aux["weights"]), weights, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(loss), np.mean(weights * (ce + config.slow_reg * ce_slow)), rtol=1e-4)
+
+
+def official_lambda_return(last, term, rew, boot, disc, lam):
+    """Official DreamerV3's `lambda_return(last, term, rew, val, boot, disc, lam)` (agent.py), transcribed to
+    NumPy; `val` is unused there."""
+    rets = [boot[:, -1]]
+    live = (1 - term.astype(np.float64))[:, 1:] * disc
+    cont = (1 - last.astype(np.float64))[:, 1:] * lam
+    interm = rew[:, 1:] + (1 - cont) * live * boot[:, 1:]
+    for t in reversed(range(live.shape[1])):
+        rets.append(interm[:, t] + live[:, t] * cont[:, t] * rets[-1])
+    return np.stack(list(reversed(rets))[:-1], 1)
+
+
+def test_replay_returns_match_official_repl_loss_on_sequences_that_cross_episodes():
+    rng = np.random.default_rng(0)
+    b, length = 3, 9
+    is_first = np.zeros((b, length), bool)
+    terminated = np.zeros((b, length), bool)
+    is_first[0, 4] = True  # a truncation: x_3 is last but not terminal
+    terminated[1, 5], is_first[1, 6] = True, True  # a terminal x_5, then a reset
+    is_first[2, 0] = True
+    reward = rng.normal(size=(b, length)).astype(np.float32)
+    reward[is_first] = 0.0
+    boot = rng.normal(size=(b, length)).astype(np.float32)
+    last = np.concatenate([is_first[:, 1:], np.zeros((b, 1), bool)], 1)  # what the replay implies
+    want = official_lambda_return(last, terminated, reward.astype(np.float64), boot.astype(np.float64), 0.99, 0.95)
+    got, weights = agent_train.replay_returns(
+        jnp.asarray(reward), jnp.asarray(terminated), jnp.asarray(is_first), jnp.asarray(boot),
+        discount=0.99, lambda_=0.95,
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(weights), 1.0 - last[:, :-1])  # official's weight = ~last
+    # The window's own last step: whether x_{L-1} ends an episode does not change any target.
+    last_end = last.copy()
+    last_end[:, -1] = True
+    np.testing.assert_allclose(
+        official_lambda_return(last_end, terminated, reward.astype(np.float64), boot.astype(np.float64), 0.99, 0.95),
+        want,
+    )
+
+
+def test_the_replay_value_loss_enters_the_update(agent):
+    import dataclasses
+
+    _run, actor_config, wm_config, config, _state, *_ = agent
+    rng = np.random.default_rng(1)
+    batch = {
+        "obs": rng.normal(size=(config.batch, config.length, 3)).astype(np.float32),
+        "action": rng.uniform(-1, 1, size=(config.batch, config.length, 1)).astype(np.float32),
+        "reward": rng.normal(size=(config.batch, config.length)).astype(np.float32),
+        "is_first": np.eye(config.length, dtype=bool)[np.zeros(config.batch, int)],
+        "terminated": np.zeros((config.batch, config.length), bool),
+    }
+    critics = {}
+    for scale in (0.0, 0.3):
+        cfg = dataclasses.replace(config, repval_scale=scale)
+        new, metrics = agent_train.make_update(wm_config, actor_config, cfg)(
+            agent_train.init_agent(jax.random.key(0), wm_config, actor_config, cfg), batch
+        )
+        assert float(metrics["skipped"]) == 0.0
+        critics[scale] = new.critic_params
+    # The same world model and actor step; only the critic's gradient differs.
+    moved = [float(jnp.abs(a - b).max()) for a, b in zip(*map(jax.tree.leaves, critics.values()), strict=True)]
+    assert max(moved) > 1e-7

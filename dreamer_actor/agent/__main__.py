@@ -40,6 +40,8 @@ HELP = {
     "the online critic, as official DreamerV3)",
     "predicted_start_cont": "weight imagination starts by the continue head's prediction (official DreamerV3) "
     "instead of the replayed 1 - terminated",
+    "repval_scale": "weight of the replay value loss: the critic also learns lambda-returns along the replayed "
+    "posteriors (official DreamerV3: 0.3; 0 is off)",
     "entropy_coef": "actor entropy bonus",
     "terminal_weight": "weight of terminal steps in the continue head's loss (DreamerV3: 1)",
     "action_repeat": "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); "

@@ -152,6 +152,7 @@ class RunConfig:
     critic_lr: float = 3e-4
     slow_target: bool = True
     predicted_start_cont: bool = False
+    repval_scale: float = 0.0
     entropy_coef: float = 3e-4
     terminal_weight: float = 1.0
     action_repeat: int = 1
@@ -177,6 +178,7 @@ class RunConfig:
             _finite(name, getattr(self, name), positive=True)
         _finite("discount", self.discount, low=0.0, high=1.0)
         _finite("entropy_coef", self.entropy_coef, low=0.0)
+        _finite("repval_scale", self.repval_scale, low=0.0)
         _finite("terminal_weight", self.terminal_weight, low=0.0)
         if self.optimizer not in optimizers.OPTIMIZERS:
             raise ValueError(
@@ -236,6 +238,7 @@ class RunConfig:
             critic_lr=self.critic_lr,
             slow_target=self.slow_target,
             predicted_start_cont=self.predicted_start_cont,
+            repval_scale=self.repval_scale,
             actor_units=self.units,
             critic_units=self.units,
         )

@@ -18,7 +18,9 @@ r"""One jitted DreamerV3 update: world model on replay, then actor and critic in
 5. **Actor**: `da.policy_loss` on `(R - v) / max(1, P95 - P5)` (`da.ReturnNormalizer`),
    REINFORCE by default (`"dynamics"` / `"mix"` backpropagate through the frozen model).
 6. **Critic**: two-hot cross-entropy to `sg(R)` plus `slow_reg` times the cross-entropy to the
-   slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic.
+   slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic. With
+   `repval_scale > 0`, plus that times the same loss along the replayed posteriors toward
+   `replay_returns` (official DreamerV3's replay value loss).
 
 If any loss or gradient is non-finite, the update is skipped: the state comes back unchanged
 but for its PRNG key, and the metric `skipped` is 1 (the training loop counts and limits these).
@@ -59,6 +61,8 @@ class AgentConfig:
       slow_rate: EMA rate of the slow critic; slow_reg: weight of the critic's pull to it.
       predicted_start_cont: weight each start by the continue head's prediction there (True, official
         DreamerV3 and `da.imagination_weights`' recommendation) or by the replayed `1 - terminated` (False).
+      repval_scale: weight of the replay value loss (official DreamerV3: 0.3; 0 turns it off): the critic
+        also learns `replay_returns` along the replayed posterior sequences.
       slow_target: the lambda-returns bootstrap from, and the advantage baseline is, the slow critic
         (True) or the online critic (False, official DreamerV3's `imag_loss: {slowtar: False}`).
       actor_layers, actor_units, critic_layers, critic_units: MLP sizes.
@@ -82,6 +86,7 @@ class AgentConfig:
     slow_reg: float = 1.0
     slow_target: bool = True
     predicted_start_cont: bool = False
+    repval_scale: float = 0.0
     actor_layers: int = 2
     actor_units: int = 128
     critic_layers: int = 2
@@ -272,11 +277,54 @@ def actor_objective(
     return loss, aux
 
 
-def critic_objective(critic_params, *, critic, h, z, returns, slow_values, weights, bins, config):
-    """Step 6: two-hot cross-entropy to `sg(returns)` plus `slow_reg` times that to the slow critic, weighted."""
+def critic_objective(critic_params, *, critic, h, z, returns, slow_values, weights, bins, config, replay=None):
+    """Step 6: two-hot cross-entropy to `sg(returns)` plus `slow_reg` times that to the slow critic, weighted;
+    with `replay` (`replay_critic_targets`' `(h, z, returns, slow_values, weights)`), plus `repval_scale`
+    times the same loss along the replayed sequences."""
     logits = critic.apply(critic_params, h, z)
     loss = wm.twohot_loss(logits, returns, bins) + config.slow_reg * wm.twohot_loss(logits, slow_values[:-1], bins)
-    return jnp.mean(weights * loss)
+    total = jnp.mean(weights * loss)
+    if replay is not None:
+        rh, rz, rreturns, rslow, rweights = replay
+        rlogits = critic.apply(critic_params, rh, rz)
+        rloss = wm.twohot_loss(rlogits, rreturns, bins) + config.slow_reg * wm.twohot_loss(rlogits, rslow, bins)
+        total = total + config.repval_scale * jnp.mean(rweights * rloss)
+    return total
+
+
+def replay_returns(
+    reward: jax.Array, terminated: jax.Array, is_first: jax.Array, boot: jax.Array, *, discount: float, lambda_: float
+) -> tuple[jax.Array, jax.Array]:
+    r"""Lambda-returns along replayed sequences, bootstrapped with the imagined returns (official `repl_loss`).
+
+    With `last_t = is_first_{t+1}` (x_t ends its episode; the window's last step never matters),
+    `live_t = discount (1 - terminated_t)` and `cont_t = lambda (1 - last_t)`:
+
+        R_{L-1} = boot_{L-1},   R_t = r_{t+1} + live_{t+1} ((1 - cont_{t+1}) boot_{t+1} + cont_{t+1} R_{t+1}),
+
+    where `boot_t` is the imagined lambda-return from the posterior state of step t.
+
+    Args:
+      reward, terminated, is_first: `[B, L]` replayed rows (`replay.Replay`'s convention).
+      boot: `[B, L]` imagined returns `R_0` from each step's posterior state.
+
+    Returns:
+      `(returns [B, L - 1], weights [B, L - 1])`: the targets of steps 0 .. L-2, and `1 - last_t`.
+    """
+    f32 = jnp.float32
+    last = jnp.concatenate([is_first[:, 1:], jnp.zeros_like(is_first[:, :1])], 1).astype(f32)
+    live = discount * (1.0 - terminated[:, 1:].astype(f32))
+    cont = lambda_ * (1.0 - last[:, 1:])
+    interm = reward[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+
+    def body(nxt, inputs):
+        i, lv, c = inputs
+        ret = i + lv * c * nxt
+        return ret, ret
+
+    swap = lambda x: jnp.swapaxes(x, 0, 1)[::-1]
+    _, rets = jax.lax.scan(body, boot[:, -1], (swap(interm), swap(live), swap(cont)))
+    return jnp.swapaxes(rets[::-1], 0, 1), 1.0 - last[:, :-1]
 
 
 def train_step(
@@ -327,11 +375,21 @@ def train_step(
     # 4. Critic.
     latents, returns, weights = aux["latents"], aux["returns"], aux["weights"]
     h, z = latents.h[:-1], latents.z[:-1]
+    replay = None
+    if config.repval_scale > 0:  # official DreamerV3's replay value loss, along the replayed posteriors
+        b, length = config.batch, config.length
+        rreturns, rweights = replay_returns(
+            batch["reward"], batch["terminated"], batch["is_first"], returns[0].reshape(b, length),
+            discount=config.discount, lambda_=config.lambda_,
+        )  # fmt: skip
+        rh, rz = sg(post.h[:, :-1]), sg(post.z[:, :-1])
+        rslow = wm.twohot_mean(critic.apply(slow, rh, rz), bins)
+        replay = (rh, rz, sg(rreturns), sg(rslow), rweights)
 
     critic_loss, critic_grads = jax.value_and_grad(
         lambda p: critic_objective(
             p, critic=critic, h=h, z=z, returns=returns, slow_values=aux["slow_values"], weights=weights, bins=bins,
-            config=config,
+            config=config, replay=replay,
         )
     )(state.critic_params)  # fmt: skip
     critic_updates, critic_opt = optimizer(config, config.critic_lr).update(
