@@ -115,7 +115,12 @@ def train_baseline(
 
 
 # RunConfig fields a Dreamer run may change from the agent's defaults, with their label prefix.
-DREAMER_OPTIONS = {"estimator": "", "terminal_weight": "tw", "discount": "g"}
+# RunConfig fields a dreamer run may change, and the label part of a changed one (a bool: the prefix alone).
+DREAMER_OPTIONS = {
+    "estimator": "", "terminal_weight": "tw", "discount": "g", "distribution": "", "optimizer": "",
+    "slow_target": "slowtarget" , "predicted_start_cont": "predcont", "repval_scale": "rv", "action_repeat": "ar",
+    "model_lr": "mlr", "actor_lr": "alr", "critic_lr": "clr", "train_ratio": "tr",
+}  # fmt: skip
 
 
 def dreamer_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +137,11 @@ def dreamer_label(options: dict[str, Any]) -> str:
     parts = ["dreamer"]
     for name, prefix in DREAMER_OPTIONS.items():
         value = options.get(name, getattr(defaults, name))
-        if value != getattr(defaults, name):
+        if value == getattr(defaults, name):
+            continue
+        if isinstance(value, bool):
+            parts.append(prefix if value else f"no{prefix}")
+        else:
             parts.append(f"{prefix}{value:g}" if isinstance(value, float) else f"{prefix}{value}")
     return "-".join(parts)
 
@@ -147,12 +156,17 @@ def train_dreamer(
 
     run = RunConfig(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
                     out=str(run_dir), overwrite=overwrite, progress=False, **options)  # fmt: skip
-    train_agent(run)
+    train_agent(run, resume=resumable(run_dir))
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text())  # the file, not the returned dict (that holds the agent state)
     model = "DreamerV3" if run.estimator == "reinforce" else f"DreamerV3 ({run.estimator})"
     curve.update(algo=dreamer_label(options), env=env_id, seed=seed, steps=steps, model=model)
     curve_path.write_text(json.dumps(curve, indent=1))
+
+
+def resumable(run_dir: pathlib.Path) -> bool:
+    """A dreamer run that stopped before its end: it has a checkpoint and no final agent."""
+    return (run_dir / "resume").is_dir() and not (run_dir / "agent.json").exists()
 
 
 def train(args: argparse.Namespace) -> None:
@@ -162,7 +176,11 @@ def train(args: argparse.Namespace) -> None:
         raise SystemExit(f"--{', --'.join(options).replace('_', '-')}: dreamer runs only")
     label = dreamer_label(options) if args.algo == "dreamer" else args.algo
     run_dirs = {seed: args.out / label / args.env / f"seed{seed}" for seed in args.seeds}
+    if args.algo != "dreamer" and args.env not in ENVS:
+        raise SystemExit(f"--algo {args.algo}: only {ENVS}")
     for run_dir in run_dirs.values():  # before any training, so a late seed cannot fail after hours of work
+        if args.algo == "dreamer" and resumable(run_dir):
+            continue  # continued where it stopped
         try:
             check_out_dir(run_dir, overwrite=args.overwrite)
         except FileExistsError as error:
@@ -307,7 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         required=True,
         help="dreamer: this project's agent; sb3/sbx: SAC on Pendulum-v1, DQN on CartPole-v1",
     )
-    add("--env", choices=ENVS, required=True, help="gymnasium environment id")
+    add("--env", required=True, help=f"gymnasium environment id ({', '.join(ENVS)}; dreamer: any, e.g. DMC)")
     add(
         "--estimator",
         choices=("reinforce", "dynamics", "mix"),
@@ -321,6 +339,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dreamer only: continue-loss weight of terminal steps (default: the agent's, 1 as DreamerV3)",
     )
     add("--discount", type=float, default=None, help="dreamer only: discount of the returns (default: the agent's)")
+    add("--distribution", default=None, choices=("tanh_normal", "bounded_normal"), help="dreamer only: Box actor")
+    add("--optimizer", default=None, choices=("adam", "laprop"), help="dreamer only: the optimizer")
+    add("--slow-target", default=None, action=argparse.BooleanOptionalAction, help="dreamer only: bootstrap")
+    add("--predicted-start-cont", default=None, action=argparse.BooleanOptionalAction, help="dreamer only")
+    add("--repval-scale", type=float, default=None, help="dreamer only: replay value loss weight")
+    add("--action-repeat", type=int, default=None, help="dreamer only: frames per action (DMC: 2)")
+    for flag in ("--model-lr", "--actor-lr", "--critic-lr", "--train-ratio"):
+        add(flag, type=float, default=None, help="dreamer only (default: the agent's)")
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default: 0 1 2)")
     add(
         "--steps",

@@ -29,7 +29,8 @@ replaced by the exact, differentiable pendulum of `dreamer_actor.examples.pendul
 3. **Returns and critic.** With `c_t = 1` (the pendulum never terminates; the 200-step
    limit is a truncation, so the critic estimates the infinite-horizon discounted value):
    `lambda_returns` (discount 0.99, lambda 0.95) bootstrapped with a *slow* critic, an EMA
-   (rate `slow_critic_rate`) of the trained one, as DreamerV3's slow value target. The
+   (rate `slow_critic_rate`) of the trained one (official DreamerV3 bootstraps from the online
+   critic and uses its slow critic only as the critic's regularizer). The
    critic is a small flax MLP on the observation trained by regression of
    `symlog(R_t)` (DreamerV3's symlog squashing, here with a squared error instead of the
    two-hot head), weighted by `imagination_weights`. Values are `symexp(critic(obs))`.
