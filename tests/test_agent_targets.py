@@ -165,3 +165,31 @@ def test_the_replay_value_loss_enters_the_update(agent):
     # The same world model and actor step; only the critic's gradient differs.
     moved = [float(jnp.abs(a - b).max()) for a, b in zip(*map(jax.tree.leaves, critics.values()), strict=True)]
     assert max(moved) > 1e-7
+
+
+@pytest.mark.parametrize("pre_update", [True, False])
+def test_imagine_pre_update_rolls_out_in_the_model_that_made_the_starts(agent, pre_update):
+    """With `imagine_pre_update` the actor and critic steps use only the world model before its step, so they
+    cannot depend on the world model's learning rate; without it they do."""
+    import dataclasses
+
+    _run, actor_config, wm_config, config, *_ = agent
+    rng = np.random.default_rng(2)
+    batch = {
+        "obs": rng.normal(size=(config.batch, config.length, 3)).astype(np.float32),
+        "action": rng.uniform(-1, 1, size=(config.batch, config.length, 1)).astype(np.float32),
+        "reward": rng.normal(size=(config.batch, config.length)).astype(np.float32),
+        "is_first": np.eye(config.length, dtype=bool)[np.zeros(config.batch, int)],
+        "terminated": np.zeros((config.batch, config.length), bool),
+    }
+    actors, critics = [], []
+    for model_lr in (1e-4, 1e-2):
+        cfg = dataclasses.replace(config, model_lr=model_lr, imagine_pre_update=pre_update)
+        state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, cfg)
+        new, _ = agent_train.make_update(wm_config, actor_config, cfg)(state, batch)
+        actors.append(jax.tree.leaves(new.actor_params))
+        critics.append(jax.tree.leaves(new.critic_params))
+    same = all(np.array_equal(a, b) for a, b in zip(*actors, strict=True)) and all(
+        np.array_equal(a, b) for a, b in zip(*critics, strict=True)
+    )
+    assert same == pre_update

@@ -42,6 +42,8 @@ HELP = {
     "instead of the replayed 1 - terminated",
     "repval_scale": "weight of the replay value loss: the critic also learns lambda-returns along the replayed "
     "posteriors (official DreamerV3: 0.3; 0 is off)",
+    "imagine_pre_update": "roll imagination out in the world model that made the starts, before this update's "
+    "step (official DreamerV3), instead of the updated one",
     "entropy_coef": "actor entropy bonus",
     "terminal_weight": "weight of terminal steps in the continue head's loss (DreamerV3: 1)",
     "action_repeat": "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); "

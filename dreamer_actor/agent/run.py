@@ -153,6 +153,7 @@ class RunConfig:
     slow_target: bool = True
     predicted_start_cont: bool = False
     repval_scale: float = 0.0
+    imagine_pre_update: bool = False
     entropy_coef: float = 3e-4
     terminal_weight: float = 1.0
     action_repeat: int = 1
@@ -239,6 +240,7 @@ class RunConfig:
             slow_target=self.slow_target,
             predicted_start_cont=self.predicted_start_cont,
             repval_scale=self.repval_scale,
+            imagine_pre_update=self.imagine_pre_update,
             actor_units=self.units,
             critic_units=self.units,
         )

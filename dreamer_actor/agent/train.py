@@ -6,7 +6,8 @@ r"""One jitted DreamerV3 update: world model on replay, then actor and critic in
 2. **Starts**: every posterior state of that batch, `N = B * L` starts (stop-gradiented),
    with the start continue `c_start = 1 - terminated` (a terminal start gets weight 0), or with
    `predicted_start_cont` the continue head's prediction at the start.
-3. **Imagination**: `lax.scan` over `horizon` steps of `da.act(actor_params, actor_config,
+3. **Imagination** (in the world model after step 1, or with `imagine_pre_update` the one that made
+   the starts): `lax.scan` over `horizon` steps of `da.act(actor_params, actor_config,
    hidden=h, stoch=z, key, training=True, reparameterize=...)` on the model's latent (`z` is
    the `[N, S, C]` one-hot) and the RSSM prior step; the world model gets
    `spaces.model_action(...)` (the unclipped `raw_sample` for bounded_normal).
@@ -63,6 +64,8 @@ class AgentConfig:
         DreamerV3 and `da.imagination_weights`' recommendation) or by the replayed `1 - terminated` (False).
       repval_scale: weight of the replay value loss (official DreamerV3: 0.3; 0 turns it off): the critic
         also learns `replay_returns` along the replayed posterior sequences.
+      imagine_pre_update: roll imagination out in the world model that made the starts, before this
+        update's step (True, official DreamerV3), or in the model after it (False).
       slow_target: the lambda-returns bootstrap from, and the advantage baseline is, the slow critic
         (True) or the online critic (False, official DreamerV3's `imag_loss: {slowtar: False}`).
       actor_layers, actor_units, critic_layers, critic_units: MLP sizes.
@@ -87,6 +90,7 @@ class AgentConfig:
     slow_target: bool = True
     predicted_start_cont: bool = False
     repval_scale: float = 0.0
+    imagine_pre_update: bool = False
     actor_layers: int = 2
     actor_units: int = 128
     critic_layers: int = 2
@@ -357,7 +361,9 @@ def train_step(
     n = config.batch * config.length
     start = jax.tree.map(lambda x: sg(x.reshape(n, *x.shape[2:])), post)
     start_cont = 1.0 - batch["terminated"].reshape(n).astype(jnp.float32)
-    frozen = sg(wm_params)
+    # The rollout's model: after this update's world-model step, or (official DreamerV3) the parameters that
+    # also made the starts.
+    frozen = sg(state.wm_params if config.imagine_pre_update else wm_params)
     slow, online = sg(state.slow_critic_params), sg(state.critic_params)
 
     # 3. Actor.
