@@ -141,7 +141,7 @@ class Parts:
 def make_parts(agent: Agent, batch: dict[str, jax.Array]) -> Parts:
     wm_config, actor_config, config, state = agent.wm_config, agent.actor_config, agent.config, agent.state
     model = wm.WorldModel(wm_config)
-    critic = agent_train.Critic(config.critic_units, config.critic_layers, wm_config.num_bins)
+    critic = agent_train.Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm)
     bins = wm.twohot_bins(wm_config.num_bins)
     wm_opt = agent_train.optimizer(config, config.model_lr)
     sg = jax.lax.stop_gradient

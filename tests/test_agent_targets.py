@@ -53,14 +53,20 @@ def agent():
     return run, actor_config, wm_config, config, state, online, slow, start
 
 
-@pytest.mark.parametrize(("slow_target", "predicted_start_cont"), [(True, False), (False, False), (False, True)])
+@pytest.mark.parametrize(
+    ("slow_target", "predicted_start_cont", "contdisc"),
+    [(True, False, False), (False, False, False), (False, True, False), (False, True, True)],
+)
 def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slow_one(
-    agent, slow_target, predicted_start_cont
+    agent, slow_target, predicted_start_cont, contdisc
 ):
     import dataclasses
 
     _run, actor_config, wm_config, config, state, online, slow, start = agent
-    config = dataclasses.replace(config, slow_target=slow_target, predicted_start_cont=predicted_start_cont, horizon=5)
+    config = dataclasses.replace(
+        config, slow_target=slow_target, predicted_start_cont=predicted_start_cont, contdisc=contdisc, horizon=5
+    )
+    gamma = 1.0 if contdisc else config.discount  # contdisc: the discount is inside the continue head
     model, critic = wm.WorldModel(wm_config), agent_train.Critic(config.critic_units, config.critic_layers)
     n = start.h.shape[0]
     replayed_cont = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # 1 - terminated of the replayed starts
@@ -80,7 +86,7 @@ def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slo
     }
     assert np.abs(values["online"] - values["slow"]).max() > 1e-2  # the two critics really differ
     target = values["slow" if slow_target else "online"]
-    want = numpy_lambda_returns(rew, target, con, config.discount, config.lambda_)
+    want = numpy_lambda_returns(rew, target, con, gamma, config.lambda_)
     np.testing.assert_allclose(np.asarray(aux["returns"]), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(aux["slow_values"]), values["slow"], rtol=1e-5, atol=1e-6)
 
@@ -97,7 +103,7 @@ def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slo
     weights = np.zeros((config.horizon, n))
     weights[0] = con[0] if predicted_start_cont else np.asarray(replayed_cont)
     for t in range(1, config.horizon):
-        weights[t] = weights[t - 1] * config.discount * con[t]
+        weights[t] = weights[t - 1] * gamma * con[t]
     np.testing.assert_allclose(np.asarray(aux["weights"]), weights, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(loss), np.mean(weights * (ce + config.slow_reg * ce_slow)), rtol=1e-4)
 
@@ -193,3 +199,55 @@ def test_imagine_pre_update_rolls_out_in_the_model_that_made_the_starts(agent, p
         np.array_equal(a, b) for a, b in zip(*critics, strict=True)
     )
     assert same == pre_update
+
+
+def test_rms_norm_everywhere_trains_saves_and_loads(tmp_path):
+    import flax
+
+    from dreamer_actor.agent import load
+
+    run = agent_run.RunConfig(
+        env="Pendulum-v1", steps=96, warmup=64, eval_every=96, eval_episodes=1, deter=8, units=8, stoch=2,
+        classes=2, layers=1, batch=2, length=8, train_ratio=16.0, norm="rms", out=str(tmp_path), progress=False,
+    )  # fmt: skip
+    curve = agent_run.train_agent(run)
+    state = curve["state"]
+    for name, params in (
+        ("world model", state.wm_params),
+        ("actor", state.actor_params),
+        ("critic", state.critic_params),
+    ):
+        flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
+        norms = {k: v for k, v in flat.items() if "/norm" in k}
+        assert norms and all(k.endswith("/scale") for k in norms), (name, sorted(norms))  # RMSNorm: a scale only
+    assert curve["skipped_updates"] == [] and curve["updates"] > 0
+    policy = load(tmp_path)
+    assert np.isfinite(policy(np.zeros(3, np.float32))).all()
+
+
+def test_contdisc_puts_the_discount_into_the_continue_heads_target():
+    import gymnasium as gym
+
+    run = agent_run.RunConfig(
+        env="Pendulum-v1", deter=8, units=8, stoch=2, classes=2, layers=1, warmup=64, length=8,
+        contdisc=True, discount=0.997,
+    )  # fmt: skip
+    _, wm_config = run.model_configs(gym.make("Pendulum-v1"))
+    assert wm_config.cont_discount == 0.997
+    model = wm.WorldModel(wm_config)
+    params = wm.init_world_model(jax.random.key(0), wm_config)
+    rng = np.random.default_rng(3)
+    batch = {
+        "obs": rng.normal(size=(2, 8, 3)).astype(np.float32),
+        "action": rng.uniform(-1, 1, (2, 8, 1)).astype(np.float32),
+        "reward": np.zeros((2, 8), np.float32), "is_first": np.eye(8, dtype=bool)[[0, 0]],
+        "terminated": np.zeros((2, 8), bool),
+    }  # fmt: skip
+    batch["terminated"][1, 5] = True
+    _, (_, metrics) = wm.world_model_loss(model, params, batch, jax.random.key(1))
+    latents, _, _ = wm.observe(model, params, batch["obs"], batch["action"], batch["is_first"], jax.random.key(1))
+    _, _, logit = model.apply(params, latents.h, latents.z, method=wm.WorldModel.heads)
+    x = np.asarray(logit, np.float64)
+    target = (1.0 - batch["terminated"]) * 0.997
+    bce = np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x)))  # the log-loss of a soft target
+    np.testing.assert_allclose(float(metrics["cont_loss"]), bce.mean(), rtol=1e-5)

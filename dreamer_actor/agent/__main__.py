@@ -27,6 +27,7 @@ HELP = {
     "classes": "classes C per latent",
     "units": "width of every MLP (encoder, decoder, heads, actor, critic)",
     "layers": "hidden layers of encoder, decoder and heads (actor and critic have 2)",
+    "norm": "layer (LayerNorm) or rms (official DreamerV3's RMSNorm) in every network: world model, GRU, actor, critic",
     "batch": "replayed sequences B per update",
     "length": "replayed sequence length L (B x L imagination starts)",
     "horizon": "imagination horizon",
@@ -42,6 +43,8 @@ HELP = {
     "instead of the replayed 1 - terminated",
     "repval_scale": "weight of the replay value loss: the critic also learns lambda-returns along the replayed "
     "posteriors (official DreamerV3: 0.3; 0 is off)",
+    "contdisc": "the discount goes into the continue head's target, (1 - terminated) * discount, and "
+    "imagination discounts by the predicted continue alone (official DreamerV3 with --discount 0.997)",
     "imagine_pre_update": "roll imagination out in the world model that made the starts, before this update's "
     "step (official DreamerV3), instead of the updated one",
     "entropy_coef": "actor entropy bonus",
@@ -87,6 +90,8 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             kwargs["choices"] = ("reinforce", "dynamics", "mix")
         if field.name == "vector":
             kwargs["choices"] = ("sync", "async")
+        if field.name == "norm":
+            kwargs["choices"] = ("layer", "rms")
         if field.name == "optimizer":
             kwargs["choices"] = ("adam", "laprop")
         parser.add_argument(flag, **kwargs)

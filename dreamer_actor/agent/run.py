@@ -142,6 +142,7 @@ class RunConfig:
     classes: int = 8
     units: int = 128
     layers: int = 2
+    norm: str = "layer"
     batch: int = 16
     length: int = 32
     horizon: int = 15
@@ -154,6 +155,7 @@ class RunConfig:
     predicted_start_cont: bool = False
     repval_scale: float = 0.0
     imagine_pre_update: bool = False
+    contdisc: bool = False
     entropy_coef: float = 3e-4
     terminal_weight: float = 1.0
     action_repeat: int = 1
@@ -178,6 +180,8 @@ class RunConfig:
         for name in ("train_ratio", "model_lr", "actor_lr", "critic_lr"):
             _finite(name, getattr(self, name), positive=True)
         _finite("discount", self.discount, low=0.0, high=1.0)
+        if self.contdisc and self.discount <= 0.0:
+            raise ValueError("RunConfig: `--contdisc` needs `--discount` > 0 (it is the continue head's target).")
         _finite("entropy_coef", self.entropy_coef, low=0.0)
         _finite("repval_scale", self.repval_scale, low=0.0)
         _finite("terminal_weight", self.terminal_weight, low=0.0)
@@ -185,6 +189,8 @@ class RunConfig:
             raise ValueError(
                 f"RunConfig: `--optimizer` must be one of {optimizers.OPTIMIZERS}, got {self.optimizer!r}."
             )
+        if self.norm not in wm.NORMS:
+            raise ValueError(f"RunConfig: `--norm` must be one of {wm.NORMS}, got {self.norm!r}.")
         if self.vector not in envs_lib.VECTOR_MODES:
             raise ValueError(f"RunConfig: `--vector` must be one of {envs_lib.VECTOR_MODES}, got {self.vector!r}.")
         # Every stream must hold a whole replayed sequence when the first update comes, and keep one.
@@ -212,7 +218,9 @@ class RunConfig:
         """`(ActorConfig, WorldModelConfig)` for a gymnasium env's (or `envs.Envs`') spaces and this run's sizes."""
         action_space = getattr(env, "single_action_space", None) or env.action_space
         observation_space = getattr(env, "single_observation_space", None) or env.observation_space
-        actor_config = spaces.actor_config_for(action_space, distribution=self.distribution, layers=2, units=self.units)
+        actor_config = spaces.actor_config_for(
+            action_space, distribution=self.distribution, layers=2, units=self.units, norm=self.norm
+        )
         wm_config = wm.WorldModelConfig(
             obs_dim=spaces.obs_dim_for(observation_space),
             action_dim=spaces.model_action_dim(actor_config),
@@ -222,6 +230,8 @@ class RunConfig:
             units=self.units,
             layers=self.layers,
             terminal_weight=self.terminal_weight,
+            norm=self.norm,
+            cont_discount=self.discount if self.contdisc else 1.0,
         )
         return actor_config, wm_config
 
@@ -241,6 +251,7 @@ class RunConfig:
             predicted_start_cont=self.predicted_start_cont,
             repval_scale=self.repval_scale,
             imagine_pre_update=self.imagine_pre_update,
+            contdisc=self.contdisc,
             actor_units=self.units,
             critic_units=self.units,
         )

@@ -64,6 +64,9 @@ class AgentConfig:
         DreamerV3 and `da.imagination_weights`' recommendation) or by the replayed `1 - terminated` (False).
       repval_scale: weight of the replay value loss (official DreamerV3: 0.3; 0 turns it off): the critic
         also learns `replay_returns` along the replayed posterior sequences.
+      contdisc: the discount lives in the continue head (its target `(1 - terminated) * discount`, set
+        by the run as `WorldModelConfig.cont_discount`), so imagination discounts by the predicted
+        continue alone (official DreamerV3's `contdisc: True`); the replay value loss keeps `discount`.
       imagine_pre_update: roll imagination out in the world model that made the starts, before this
         update's step (True, official DreamerV3), or in the model after it (False).
       slow_target: the lambda-returns bootstrap from, and the advantage baseline is, the slow critic
@@ -91,6 +94,7 @@ class AgentConfig:
     predicted_start_cont: bool = False
     repval_scale: float = 0.0
     imagine_pre_update: bool = False
+    contdisc: bool = False
     actor_layers: int = 2
     actor_units: int = 128
     critic_layers: int = 2
@@ -118,11 +122,12 @@ class Critic(nn.Module):
     units: int
     layers: int
     num_bins: int = wm.NUM_BINS
+    norm: str = "layer"
 
     @nn.compact
     def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
         feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
-        return wm.MLP(self.units, self.layers, out=self.num_bins, zero_out=True)(feat)
+        return wm.MLP(self.units, self.layers, out=self.num_bins, zero_out=True, norm=self.norm)(feat)
 
 
 @struct.dataclass
@@ -161,7 +166,7 @@ def init_agent(
     wm_params = wm.init_world_model(wm_key, wm_config)
     latent = wm.initial_latent(wm_config, (1,))
     actor_params = da.Actor.from_config(actor_config).init(actor_key, latent.h, latent.z)
-    critic_params = Critic(config.critic_units, config.critic_layers, wm_config.num_bins).init(
+    critic_params = Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm).init(
         critic_key, latent.h, latent.z
     )
     return AgentState(
@@ -245,14 +250,13 @@ def actor_objective(
     )
     rew_logits, cont_logit = model.apply(frozen, latents.h, latents.z, method=wm.WorldModel.reward_cont)
     rewards = wm.twohot_mean(rew_logits, bins)  # [T + 1, N]
+    gamma = 1.0 if config.contdisc else config.discount  # contdisc: the discount is in the continue head
     conts = jax.nn.sigmoid(cont_logit)
     slow_values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
     values = slow_values if config.slow_target else wm.twohot_mean(critic.apply(online, latents.h, latents.z), bins)
-    returns = da.lambda_returns(
-        rewards[1:], values[:-1], conts[1:], values[-1], discount=config.discount, lambda_=config.lambda_
-    )
+    returns = da.lambda_returns(rewards[1:], values[:-1], conts[1:], values[-1], discount=gamma, lambda_=config.lambda_)
     start_cont = conts[0] if config.predicted_start_cont else start_cont
-    weights = da.imagination_weights(conts[1:], config.discount, start_continues=start_cont)
+    weights = da.imagination_weights(conts[1:], gamma, start_continues=start_cont)
     norm_state, scale = da.ReturnNormalizer().update(normalizer_state, returns)
     loss, metrics = da.policy_loss(
         outs.log_prob,
@@ -345,7 +349,7 @@ def train_step(
       batch: `[B, L, ...]` arrays from `Replay.sample`.
     """
     model = wm.WorldModel(wm_config)
-    critic = Critic(config.critic_units, config.critic_layers, wm_config.num_bins)
+    critic = Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm)
     bins = wm.twohot_bins(wm_config.num_bins)
     key, wm_key, imag_key = jax.random.split(state.key, 3)
     sg = jax.lax.stop_gradient

@@ -31,9 +31,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from dreamer_actor._src.dense import Dense
-from dreamer_actor._src.fused_norm import FusedLayerNormAct
+from dreamer_actor._src.fused_norm import FusedLayerNormAct, FusedRMSNormAct
+from dreamer_actor._src.networks import RMSNorm
 
 NUM_BINS = 255
+NORMS = ("layer", "rms")
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -140,6 +142,10 @@ class WorldModelConfig:
       free_nats: free bits of both KL terms (DreamerV3: 1).
       dyn_scale, rep_scale: KL balancing (DreamerV3: 1.0 and 0.1).
       num_bins: two-hot bins of the reward head (and of the agent's critic).
+      cont_discount: the continue head's target is `(1 - terminated) * cont_discount` (1: the plain
+        flag; official DreamerV3's `contdisc` puts its discount `1 - 1/333` here).
+      norm: `"layer"` (LayerNorm, eps 1e-3) or `"rms"` (official DreamerV3's RMSNorm, eps 1e-4) in every
+        MLP block and the GRU (the agent's critic and actor follow it).
       terminal_weight: weight of a terminal step's continue loss (DreamerV3: 1, every step alike).
         Terminals are rare in replay (CartPole-v1: well under 1% of the steps once episodes are
         long), so a larger weight makes the head fit them; it biases p(continue) down only where
@@ -159,8 +165,14 @@ class WorldModelConfig:
     rep_scale: float = 0.1
     num_bins: int = NUM_BINS
     terminal_weight: float = 1.0
+    norm: str = "layer"
+    cont_discount: float = 1.0
 
     def __post_init__(self):
+        if not 0.0 < self.cont_discount <= 1.0:
+            raise ValueError(f"WorldModelConfig: `cont_discount` must be in (0, 1], got {self.cont_discount!r}.")
+        if self.norm not in NORMS:
+            raise ValueError(f"WorldModelConfig: `norm` must be one of {NORMS}, got {self.norm!r}.")
         for name in ("obs_dim", "action_dim", "deter", "stoch", "classes", "units", "num_bins"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -177,7 +189,7 @@ class WorldModelConfig:
 
 
 class MLP(nn.Module):
-    """`layers` x (Dense, LayerNorm, SiLU), then an optional Dense output (zero-init if `zero_out`).
+    """`layers` x (Dense, LayerNorm or RMSNorm, SiLU), then an optional Dense output (zero-init if `zero_out`).
 
     Built from the Actor's blocks (`_src/dense.py`, `_src/fused_norm.py`): the params of
     `nn.Dense` / `nn.LayerNorm` followed by `jax.nn.silu`, with backwards XLA CPU runs faster.
@@ -187,12 +199,16 @@ class MLP(nn.Module):
     layers: int
     out: int | None = None
     zero_out: bool = False
+    norm: str = "layer"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.layers):
             x = Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
-            x = FusedLayerNormAct("silu", eps=1e-3, name=f"norm_{i}")(x)
+            if self.norm == "rms":
+                x = FusedRMSNormAct("silu", eps=1e-4, name=f"norm_{i}")(x)
+            else:
+                x = FusedLayerNormAct("silu", eps=1e-3, name=f"norm_{i}")(x)
         if self.out is not None:
             init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
             x = Dense(self.out, kernel_init=init, name="out")(x)
@@ -200,14 +216,18 @@ class MLP(nn.Module):
 
 
 class GRUCell(nn.Module):
-    """DreamerV3's LayerNorm GRU: `[..., D]` state, `[..., I]` input -> `[..., D]`; update bias -1."""
+    """DreamerV3's normalized GRU: `[..., D]` state, `[..., I]` input -> `[..., D]`; update bias -1."""
 
     deter: int
+    norm: str = "layer"
 
     @nn.compact
     def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
         parts = nn.Dense(3 * self.deter, use_bias=False, name="gates")(jnp.concatenate([h, x], -1))
-        parts = nn.LayerNorm(epsilon=1e-3, name="norm")(parts)
+        if self.norm == "rms":
+            parts = RMSNorm(eps=1e-4, name="norm")(parts)
+        else:
+            parts = nn.LayerNorm(epsilon=1e-3, name="norm")(parts)
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
@@ -222,14 +242,14 @@ class WorldModel(nn.Module):
 
     def setup(self):
         c = self.config
-        self.encoder = MLP(c.units, c.layers)
-        self.img_in = MLP(c.units, 1)
-        self.gru = GRUCell(c.deter)
-        self.prior_net = MLP(c.units, 1, out=c.stoch * c.classes)
-        self.post_net = MLP(c.units, 1, out=c.stoch * c.classes)
-        self.decoder = MLP(c.units, c.layers, out=c.obs_dim)
-        self.reward_head = MLP(c.units, c.layers, out=c.num_bins, zero_out=True)
-        self.cont_head = MLP(c.units, c.layers, out=1)
+        self.encoder = MLP(c.units, c.layers, norm=c.norm)
+        self.img_in = MLP(c.units, 1, norm=c.norm)
+        self.gru = GRUCell(c.deter, norm=c.norm)
+        self.prior_net = MLP(c.units, 1, out=c.stoch * c.classes, norm=c.norm)
+        self.post_net = MLP(c.units, 1, out=c.stoch * c.classes, norm=c.norm)
+        self.decoder = MLP(c.units, c.layers, out=c.obs_dim, norm=c.norm)
+        self.reward_head = MLP(c.units, c.layers, out=c.num_bins, zero_out=True, norm=c.norm)
+        self.cont_head = MLP(c.units, c.layers, out=1, norm=c.norm)
 
     def _probs(self, flat_logits: jax.Array) -> jax.Array:
         c = self.config
@@ -381,8 +401,8 @@ def world_model_loss(
 
     `loss = mean_{B,L}(dec + rew + cont + dyn_scale * dyn + rep_scale * rep)` with the symlog
     squared error of the decoder (summed over `O`), the two-hot cross-entropy of the reward,
-    the Bernoulli log-loss of the continue flag `1 - terminated` (times `terminal_weight` at
-    terminal steps), and the free-bits KL terms.
+    the Bernoulli log-loss of the continue flag `(1 - terminated) * cont_discount` (times
+    `terminal_weight` at terminal steps), and the free-bits KL terms.
 
     Args:
       batch: `obs [B, L, O]`, `action [B, L, A]` (a_{t-1}), `reward [B, L]`, `is_first [B, L]`,
@@ -396,7 +416,7 @@ def world_model_loss(
     dec, rew_logits, cont_logit = model.apply(params, latents.h, latents.z, method=WorldModel.heads)
     dec_loss = jnp.sum(jnp.square(dec - symlog(batch["obs"])), -1)
     rew_loss = twohot_loss(rew_logits, batch["reward"], twohot_bins(c.num_bins))
-    cont_target = 1.0 - batch["terminated"].astype(jnp.float32)
+    cont_target = (1.0 - batch["terminated"].astype(jnp.float32)) * c.cont_discount
     cont_loss = optax_sigmoid_bce(cont_logit, cont_target) * jnp.where(batch["terminated"], c.terminal_weight, 1.0)
     dyn, rep, kl = kl_losses(post, prior, c.free_nats)
     loss = jnp.mean(dec_loss + rew_loss + cont_loss + c.dyn_scale * dyn + c.rep_scale * rep)
