@@ -67,7 +67,7 @@ def _curve_without_clocks(out: pathlib.Path) -> dict:
     for key in ("wall_s", "resumed"):
         curve.pop(key, None)
     curve["config"].pop("out")
-    curve["evals"] = [{k: v for k, v in e.items() if k != "wall_s"} for e in curve["evals"]]
+    curve["evals"] = [{k: v for k, v in e.items() if k not in ("wall_s", "eval_s")} for e in curve["evals"]]
     return curve
 
 

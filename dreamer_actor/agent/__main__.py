@@ -123,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     run, resume = parse_args(argv)
     try:
         curve = train_agent(run, resume=resume)
+    except KeyboardInterrupt:  # before the loop's own handler (start-up, compilation): nothing to save yet
+        print(
+            "error: interrupted before training began: nothing to resume; start it again (--overwrite to reuse --out).",
+            file=sys.stderr,
+        )
+        return 130
     except (ValueError, FileExistsError, FileNotFoundError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -602,7 +602,7 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             claim = run_checkpoint.Claim(out)
             if not resume:
                 # Again, now that the folder is ours: nothing appeared meanwhile that is not a run's.
-                check_out_dir(out, overwrite=True, claimed=True)
+                check_out_dir(out, overwrite=run.overwrite, claimed=True)
                 _remove_previous_run(out)
                 _write_json(out / RUN_FILE, {"format": RUN_FORMAT, "run": dataclasses.asdict(run)})
         if resume:
