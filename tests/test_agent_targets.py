@@ -148,18 +148,24 @@ def test_replay_returns_match_official_repl_loss_on_sequences_that_cross_episode
     )
 
 
+def _pendulum_batch(config, seed):
+    """A replayed `[B, L]` batch of random Pendulum-shaped rows, each sequence starting an episode."""
+    rng = np.random.default_rng(seed)
+    b, length = config.batch, config.length
+    return {
+        "obs": rng.normal(size=(b, length, 3)).astype(np.float32),
+        "action": rng.uniform(-1, 1, size=(b, length, 1)).astype(np.float32),
+        "reward": rng.normal(size=(b, length)).astype(np.float32),
+        "is_first": np.eye(length, dtype=bool)[np.zeros(b, int)],
+        "terminated": np.zeros((b, length), bool),
+    }
+
+
 def test_the_replay_value_loss_enters_the_update(agent):
     import dataclasses
 
     _run, actor_config, wm_config, config, _state, *_ = agent
-    rng = np.random.default_rng(1)
-    batch = {
-        "obs": rng.normal(size=(config.batch, config.length, 3)).astype(np.float32),
-        "action": rng.uniform(-1, 1, size=(config.batch, config.length, 1)).astype(np.float32),
-        "reward": rng.normal(size=(config.batch, config.length)).astype(np.float32),
-        "is_first": np.eye(config.length, dtype=bool)[np.zeros(config.batch, int)],
-        "terminated": np.zeros((config.batch, config.length), bool),
-    }
+    batch = _pendulum_batch(config, seed=1)
     critics = {}
     for scale in (0.0, 0.3):
         cfg = dataclasses.replace(config, repval_scale=scale)
@@ -180,14 +186,7 @@ def test_imagine_pre_update_rolls_out_in_the_model_that_made_the_starts(agent, p
     import dataclasses
 
     _run, actor_config, wm_config, config, *_ = agent
-    rng = np.random.default_rng(2)
-    batch = {
-        "obs": rng.normal(size=(config.batch, config.length, 3)).astype(np.float32),
-        "action": rng.uniform(-1, 1, size=(config.batch, config.length, 1)).astype(np.float32),
-        "reward": rng.normal(size=(config.batch, config.length)).astype(np.float32),
-        "is_first": np.eye(config.length, dtype=bool)[np.zeros(config.batch, int)],
-        "terminated": np.zeros((config.batch, config.length), bool),
-    }
+    batch = _pendulum_batch(config, seed=2)
     actors, critics = [], []
     for model_lr in (1e-4, 1e-2):
         cfg = dataclasses.replace(config, model_lr=model_lr, imagine_pre_update=pre_update)
