@@ -524,6 +524,9 @@ def _step_variants(
         "distrax": lambda: dx(p, c, h, z, adv, key),
         "matmuls_only": lambda: dots(*operands),
     }
+    # What the README tells users to call: per-example keys, vmapped over single examples.
+    library_step = jax.jit(da.make_actor_train_step(c, OPTIMIZER, entropy_coef=ENTROPY_COEF))
+    variants["make_actor_train_step"] = lambda: library_step(p, opt_state, h, z, adv, key)
     if with_adam_variants:
         variants["trunk+adam"] = lambda: trunk_adam(p, opt_state, c, h, z)
         variants["ours+adam"] = lambda: ours_adam(p, opt_state, c, h, z, adv, key)
@@ -556,6 +559,11 @@ def section_step(args, setups) -> dict[str, Any]:
             "ours / distrax": ("ours", "distrax"),
             "ours_split_input / ours_concat_input": ("ours_split_input", "ours_concat_input"),
             **({"ours+adam / trunk+adam": ("ours+adam", "trunk+adam")} if "ours+adam" in times else {}),
+            **(
+                {"make_actor_train_step / ours+adam": ("make_actor_train_step", "ours+adam")}
+                if "ours+adam" in times
+                else {}
+            ),
             "roofline: ours / matmuls_only": ("ours", "matmuls_only"),
             "roofline: trunk / matmuls_only": ("trunk", "matmuls_only"),
         }
