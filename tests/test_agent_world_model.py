@@ -187,6 +187,24 @@ def test_twohot_round_trip_and_expectation():
     assert float(wm.twohot_mean(jnp.zeros((255,)), bins)) == 0.0
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0, 5.0, 50.0])
+def test_twohot_mean_against_float64(scale):
+    """Random logits: within 1e-6 of `sum(p * |bins|)` (float32 rounding of the softmax) of a float64
+    softmax expectation; the all-zero rows are exactly 0 however the sum is ordered."""
+    bins = wm.twohot_bins()
+    logits = jax.random.normal(jax.random.key(3), (500, 255)) * scale
+    logits = logits.at[:5].set(0.0)
+    lg = np.asarray(logits, np.float64)
+    p = np.exp(lg - lg.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    b = np.asarray(bins, np.float64)
+    got = np.asarray(wm.twohot_mean(logits, bins), np.float64)
+    np.testing.assert_array_less(np.abs(got - p @ b), 1e-6 * (p @ np.abs(b)) + 1e-30)
+    assert np.all(got[:5] == 0.0)
+    summed_backwards = jax.jit(lambda x: wm.twohot_mean(x[..., ::-1][..., ::-1], bins))(logits)
+    assert np.all(np.asarray(summed_backwards)[:5] == 0.0)
+
+
 @pytest.mark.parametrize("target", [0.0, 5.0, -1e8, 4.85e8, 1e12, -3e38, float("inf")])
 def test_twohot_loss_gradient_finite(target):
     bins = wm.twohot_bins()

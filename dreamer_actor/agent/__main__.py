@@ -53,6 +53,8 @@ HELP = {
     "--steps, --warmup, --eval-every and --save-every count policy steps, the curve also frames",
     "envs": "env copies stepped together (gymnasium vector env); the actor acts on all of them in one call",
     "vector": "how the copies run: sync (in this process) or async (a worker process each)",
+    "devices": "data parallel update over the first N of jax.devices(): the replayed batch (and the imagination "
+    "starts) split along B over them, the parameters replicated; N must divide --batch",
     "save_every": "env steps between checkpoints of the whole run in OUT/resume/ (also at the end and on "
     "SIGINT/SIGTERM); continue one with --resume OUT",
     "max_skips": "updates in a row with a non-finite loss or gradient (each skipped) that stop the run",

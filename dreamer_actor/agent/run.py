@@ -161,6 +161,7 @@ class RunConfig:
     action_repeat: int = 1
     envs: int = 1
     vector: str = "sync"
+    devices: int = 1
     save_every: int = 5000
     max_skips: int = 10
     overwrite: bool = False
@@ -170,7 +171,7 @@ class RunConfig:
         if not isinstance(self.env, str) or not self.env:
             raise ValueError(f"RunConfig: `--env` must be a gymnasium id, got {self.env!r}.")
         for name in ("steps", "eval_every", "eval_episodes", "replay_capacity", "deter", "stoch", "units", "batch",
-                     "length", "horizon", "action_repeat", "envs", "save_every", "max_skips"):  # fmt: skip
+                     "length", "horizon", "action_repeat", "envs", "devices", "save_every", "max_skips"):  # fmt: skip
             _positive_int(name, getattr(self, name))
         _positive_int("classes", self.classes, low=2)
         _positive_int("layers", self.layers, low=0)
@@ -193,6 +194,11 @@ class RunConfig:
             raise ValueError(f"RunConfig: `--norm` must be one of {wm.NORMS}, got {self.norm!r}.")
         if self.vector not in envs_lib.VECTOR_MODES:
             raise ValueError(f"RunConfig: `--vector` must be one of {envs_lib.VECTOR_MODES}, got {self.vector!r}.")
+        if self.devices > 1 and (self.devices > jax.device_count() or self.batch % self.devices):
+            raise ValueError(
+                f"RunConfig: `--devices` {self.devices} must be at most jax.device_count() ({jax.device_count()}) "
+                f"and divide `--batch` {self.batch}."
+            )
         # Every stream must hold a whole replayed sequence when the first update comes, and keep one.
         if self.warmup // self.envs < self.length:
             raise ValueError(
@@ -631,7 +637,7 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
 
 def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: float) -> dict[str, Any]:
-    update = agent_train.make_update(loop.wm_config, loop.actor_config, loop.config)
+    update = agent_train.make_update(loop.wm_config, loop.actor_config, loop.config, devices=run.devices)
     policy_step = agent_train.make_policy_step(loop.wm_config, loop.actor_config)
     act_key = jax.random.key(run.seed + 1)
     replayed_per_update = loop.config.batch * loop.config.length

@@ -36,6 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -445,10 +446,30 @@ def train_step(
     return new_state, metrics
 
 
-def make_update(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig):
-    """Jitted `(state, batch) -> (state, metrics)`; the state's buffers are donated."""
+def make_update(
+    wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig, *, devices: int = 1
+):
+    """Jitted `(state, batch) -> (state, metrics)`; the state's buffers are donated.
+
+    `devices > 1`: data parallel over the first `devices` of `jax.devices()`. The replayed batch
+    (and with it every imagination start) is split along `B` over a mesh axis `"batch"`, the state
+    is replicated, and XLA sums the gradients across devices. The random draws do not depend on the
+    split (jax's partitionable threefry), so the result is the one-device update up to the order of
+    float sums. `config.batch` must be a multiple of `devices`.
+    """
     step = functools.partial(train_step, wm_config=wm_config, actor_config=actor_config, config=config)
-    return jax.jit(step, donate_argnums=0)
+    if devices == 1:
+        return jax.jit(step, donate_argnums=0)
+    available = jax.devices()
+    if not 1 <= devices <= len(available) or config.batch % devices:
+        raise ValueError(
+            f"make_update: `devices` must be in [1, {len(available)}] (jax.devices()) and divide the batch "
+            f"{config.batch}, got {devices}."
+        )
+    mesh = jax.sharding.Mesh(np.array(available[:devices]), ("batch",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    return jax.jit(step, donate_argnums=0, in_shardings=(replicated, split), out_shardings=(replicated, replicated))
 
 
 # ----------------------------------------------------------------------------- acting

@@ -80,13 +80,18 @@ def twohot_encode(x: jax.Array, bins: jax.Array) -> jax.Array:
 
 
 def twohot_mean(logits: jax.Array, bins: jax.Array) -> jax.Array:
-    """Expected value `[..., K]` logits -> `[...]`, summed symmetrically (uniform probabilities give 0 exactly)."""
+    """Expected value `[..., K]` logits -> `[...]` over the antisymmetric `twohot_bins`.
+
+    Each pair of bins `+-b_k` enters as `(p_{m+k} - p_{m-k}) * b_k`: the probabilities cancel before
+    they meet the bins (up to 4.9e8), so uniform probabilities (a zero-initialized head) give 0 exactly
+    in any summation order. The plain `sum(p * bins)` is off by up to ~2 there, and XLA reorders it
+    (it did when the batch was sharded over devices). Elsewhere both are within float32 rounding of
+    `sum(p * |bins|)` (tests/test_agent_world_model.py).
+    """
     probs = jax.nn.softmax(logits, -1)
     m = (bins.shape[0] - 1) // 2
-    grid = bins.reshape((1,) * (probs.ndim - 1) + bins.shape)
-    lower = (probs[..., :m] * grid[..., :m])[..., ::-1]  # from the centre outwards
-    upper = probs[..., m + 1 :] * grid[..., m + 1 :]
-    return probs[..., m] * bins[m] + jnp.sum(lower + upper, -1)
+    asymmetry = probs[..., m + 1 :] - probs[..., :m][..., ::-1]  # p(+b_k) - p(-b_k), k = 1 .. m
+    return jnp.sum(asymmetry * bins[m + 1 :].reshape((1,) * (asymmetry.ndim - 1) + (m,)), -1)
 
 
 def twohot_loss(logits: jax.Array, target: jax.Array, bins: jax.Array) -> jax.Array:
