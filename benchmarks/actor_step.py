@@ -524,7 +524,7 @@ def _step_variants(
         "distrax": lambda: dx(p, c, h, z, adv, key),
         "matmuls_only": lambda: dots(*operands),
     }
-    # What the README tells users to call: per-example keys, vmapped over single examples.
+    # What docs/multidevice.md tells users to call: per-example keys, vmapped over single examples.
     library_step = jax.jit(da.make_actor_train_step(c, OPTIMIZER, entropy_coef=ENTROPY_COEF))
     variants["make_actor_train_step"] = lambda: library_step(p, opt_state, h, z, adv, key)
     if with_adam_variants:

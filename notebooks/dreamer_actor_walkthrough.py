@@ -420,7 +420,7 @@ plt.show()
 # %% [markdown]
 # ## Where to go next
 #
-# * `README.md`: installation, the maths, and which entropy each function returns.
+# * `README.md`: installation; `docs/maths.md`: the maths, and which entropy each function returns.
 # * `python -m dreamer_actor.demo`: the full pendulum demo (longer training, real-environment evaluation).
 # * The docstrings: every public function states its shapes, e.g. `help(da.act)`.
 # * Other action spaces: `da.ActorConfig.from_space` also takes `Discrete` / `MultiDiscrete` spaces

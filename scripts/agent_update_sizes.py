@@ -1,4 +1,4 @@
-"""Time per agent update for several sizes (the README's "Why these defaults" table).
+"""Time per agent update for several sizes (docs/agent.md's "Why these defaults" table).
 
 Usage: `.venv/bin/python scripts/agent_update_sizes.py Pendulum-v1` (one process, sizes in turn,
 median of 8 updates after one compile each; run it on an idle machine).

@@ -1,7 +1,7 @@
 """How a finished CartPole-v1 agent run's episodes end: length, terminated or truncated, final observation.
 
 `python scripts/cartpole_terminations.py DIR [--episodes 10]` (reset seeds 20000 + i, deterministic
-policy via `dreamer_actor.agent.load`). The README's "every early end is the cart at the track's
+policy via `dreamer_actor.agent.load`). docs/agent.md's "every early end is the cart at the track's
 edge" figures come from this script on the seed-0 runs.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed sweep behind the README's comparison table: the DreamerV3 agent (its defaults, 20k env
+# The seed sweep behind the comparison tables of docs/agent.md: the DreamerV3 agent (its defaults, 20k env
 # steps) and sb3/sbx SAC (Pendulum-v1, 20k) and DQN (CartPole-v1, 50k), seeds 0 1 2, one job at a
 # time, every agent scored by the same evaluation (20 fixed-seed episodes every 2,000 env steps);
 # then the agent with the dynamics estimator (its update costs about 1.4x REINFORCE's wall time).

@@ -5,7 +5,7 @@ Every agent is scored by `dreamer_actor.agent.run.evaluate_policy`: the same 20 
 CartPole-v1 from stable-baselines3 (PyTorch, CPU) and sbx (JAX) with rl-baselines3-zoo's tuned
 hyperparameters. They need the `compare` extra: `pip install -e ".[compare]"`.
 
-The README's table (3 seeds, each algo, both envs):
+The table in docs/agent.md (3 seeds, each algo, both envs):
 
     for env in Pendulum-v1 CartPole-v1; do
       for algo in dreamer sb3 sbx; do

@@ -1,4 +1,4 @@
-"""Runs the Pendulum demo for several estimators, start modes and seeds; prints the README's table.
+"""Runs the Pendulum demo for several estimators, start modes and seeds; prints docs/exact_model.md's table.
 
     .venv/bin/python scripts/demo_sweep.py --seeds 0 1 2 --out results/demo_sweep
 

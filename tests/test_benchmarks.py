@@ -55,7 +55,7 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
             assert stats["median"] > 0.0
     assert "ours / distrax" in sections["head"]["ratios"]
     assert "roofline: ours / matmuls_only" in sections["step"]["S"]["ratios"]
-    assert "make_actor_train_step" in sections["step"]["S"]["times"]  # the path the README tells users to call
+    assert "make_actor_train_step" in sections["step"]["S"]["times"]  # the path docs/multidevice.md tells users to call
     with_torch = "ours / torch_eager" in sections["step"]["S"]["ratios"]
     assert ("matmuls_only / torch_matmuls_only" in sections["step"]["S"]["ratios"]) == with_torch
     for b in (1, 16):

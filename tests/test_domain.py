@@ -1,4 +1,4 @@
-"""The documented numerical domain, tested at its edges (README, "Run-time value policy").
+"""The documented numerical domain, tested at its edges (docs/maths.md, "Run-time value policy").
 
 * Latent inputs: with LayerNorm (the default) every output is finite for latents up to
   |x| = 1e20 and NaN at 1e30 (the LayerNorm variance overflows float32); RMSNorm and no norm

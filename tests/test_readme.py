@@ -1,4 +1,4 @@
-"""The README's Python snippets run as written (they are the first thing a newcomer copies)."""
+"""The Python snippets of the README and docs/ run as written (they are the first thing a newcomer copies)."""
 
 import re
 from pathlib import Path
@@ -6,11 +6,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+INSIDE_AN_AGENT = ROOT / "docs" / "inside_an_agent.md"
 
 
-def _python_blocks(section: str) -> list[str]:
-    text = README.read_text()
+def _python_blocks(path: Path, section: str) -> list[str]:
+    text = path.read_text()
     start = text.index(f"## {section}")
     end = text.find("\n## ", start + 1)
     body = text[start : end if end != -1 else None]
@@ -18,7 +20,7 @@ def _python_blocks(section: str) -> list[str]:
 
 
 def test_quickstart_runs_and_produces_sane_outputs():
-    (code,) = _python_blocks("Quickstart")
+    (code,) = _python_blocks(README, "Quickstart")
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     config = namespace["config"]
@@ -33,9 +35,9 @@ def test_quickstart_runs_and_produces_sane_outputs():
 
 
 def test_dreamer_agent_snippet_runs_one_update_that_changes_the_policy():
-    (code,) = _python_blocks("Using it inside a Dreamer agent")
+    (code,) = _python_blocks(INSIDE_AN_AGENT, "Using it inside a Dreamer agent")
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, str(INSIDE_AN_AGENT), "exec"), namespace)
     metrics, T, B = namespace["metrics"], namespace["T"], namespace["B"]
     assert all(bool(jnp.isfinite(v)) for v in jax.tree.leaves(metrics))
     # The normalizer saw one batch of [T, B] returns: its statistics moved off their init.

@@ -1,6 +1,6 @@
 """Run-time value checks under `jit`, via `jax.experimental.checkify`.
 
-Policy for values that are only known at run time (documented in the README):
+Policy for values that are only known at run time (documented in docs/maths.md, "Run-time value policy"):
   * Out-of-support actions given to `policy_log_prob(action=...)` are not rejected:
     tanh_normal treats them as lying at the nearest bound (clipped `atanh`, finite);
     bounded_normal evaluates its Normal there; categorical integer indices out of range

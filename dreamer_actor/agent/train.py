@@ -446,9 +446,7 @@ def train_step(
     return new_state, metrics
 
 
-def make_update(
-    wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig, *, devices: int = 1
-):
+def make_update(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig, *, devices: int = 1):
     """Jitted `(state, batch) -> (state, metrics)`; the state's buffers are donated.
 
     `devices > 1`: data parallel over the first `devices` of `jax.devices()`. The replayed batch

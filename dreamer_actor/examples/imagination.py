@@ -13,7 +13,7 @@ replaced by the exact, differentiable pendulum of `dreamer_actor.examples.pendul
    Dreamer's starts from replayed posterior states. With `start_mode="reset"` every
    update starts from fresh reset states only (the issue's literal wording): a horizon of
    15 steps (0.75 s) then never shows the actor the states that follow a swing-up, e.g.
-   balancing near the top after a fast approach, and learning is slower (see the README).
+   balancing near the top after a fast approach, and learning is slower (see docs/exact_model.md).
 
 2. **Imagination.** A `lax.scan` over the horizon: observation `[cos th, sin th, thdot]`
    -> `act(..., training=True)` -> torque -> `pendulum.step` -> next state and reward.
