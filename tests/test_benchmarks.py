@@ -261,3 +261,35 @@ def test_dispatch_child_refuses_a_backend_made_before_the_mode_is_set():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "before the dispatch mode was set" in result.stderr
+
+
+def test_official_update_refuses_a_folder_that_is_not_official_dreamerv3(tmp_path, capsys):
+    from benchmarks import official_update
+
+    with pytest.raises(SystemExit) as error:
+        official_update.main(["--official-src", str(tmp_path), "--official-python", sys.executable])
+    assert error.value.code == 2
+    assert "not a checkout of danijar/dreamerv3" in capsys.readouterr().err
+
+
+def test_official_update_ratios_are_per_round_medians():
+    from benchmarks import official_update
+
+    def variant(times, **extra):
+        return {"times": times, "first_s": 1.0, "peak_rss_bytes": 2**20, "params": 10, "jax": "x", **extra}
+
+    rounds = [
+        {"official_size1m": variant([1.0, 1.0, 3.0], build_s=5.0), "ours_size1m": variant([0.5, 0.5, 9.0]),
+         "ours_defaults": variant([0.2, 0.3, 0.4])},
+        {"official_size1m": variant([2.0, 2.0, 2.0], build_s=5.0), "ours_size1m": variant([0.5, 0.5, 0.5]),
+         "ours_defaults": variant([0.2, 0.2, 0.2])},
+    ]  # fmt: skip
+    result = official_update.summarize(rounds)
+    ratio = result["ratios"]["ours_size1m / official_size1m"]
+    assert (ratio["min"], ratio["max"], ratio["median"]) == (0.25, 0.5, 0.375)  # 0.5 / 1.0 and 0.5 / 2.0
+    official = result["variants"]["official_size1m"]
+    assert official["first_call_s"] == [6.0, 6.0]  # its compile happens while building the Agent
+    assert official["env_steps_per_s_update_bound"] == pytest.approx(8.0 / 2.0)  # median 2.0 s per update
+    assert "| ours_defaults |" in official_update.markdown(result, {
+        "date": "d", "command": "c", "cpu": "cpu", "cores": 2, "commit": "abc", "rounds": 2, "updates": 3,
+    })  # fmt: skip
