@@ -6,6 +6,11 @@ import argparse
 import dataclasses
 import sys
 
+import dreamer_actor as da
+from dreamer_actor.agent import envs as envs_lib
+from dreamer_actor.agent import optimizers
+from dreamer_actor.agent import train as agent_train
+from dreamer_actor.agent import world_model as wm
 from dreamer_actor.agent.run import RunConfig, stored_config, train_agent
 
 HELP = {
@@ -64,6 +69,16 @@ HELP = {
 }
 
 
+# The values each string flag takes, from the modules that define them.
+CHOICES = {
+    "distribution": da.distributions.names(),
+    "estimator": agent_train.ESTIMATORS,
+    "vector": envs_lib.VECTOR_MODES,
+    "norm": wm.NORMS,
+    "optimizer": optimizers.OPTIMIZERS,
+}
+
+
 def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dreamer_actor.agent",
@@ -86,16 +101,8 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             continue
         kind = {"int": int, "float": float}.get(str(field.type), str)
         kwargs: dict = {"type": kind, "default": default, "help": HELP[field.name]}
-        if field.name == "distribution":
-            kwargs["choices"] = ("tanh_normal", "bounded_normal", "categorical")
-        if field.name == "estimator":
-            kwargs["choices"] = ("reinforce", "dynamics", "mix")
-        if field.name == "vector":
-            kwargs["choices"] = ("sync", "async")
-        if field.name == "norm":
-            kwargs["choices"] = ("layer", "rms")
-        if field.name == "optimizer":
-            kwargs["choices"] = ("adam", "laprop")
+        if field.name in CHOICES:
+            kwargs["choices"] = CHOICES[field.name]
         parser.add_argument(flag, **kwargs)
     return parser
 
