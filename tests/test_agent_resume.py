@@ -338,8 +338,8 @@ def test_non_finite_updates_are_skipped_counted_and_k_in_a_row_stop_the_run(tmp_
     real = agent_train.make_update
     poison = {"from": 20}
 
-    def make_update(*args):
-        update = real(*args)
+    def make_update(*args, **kwargs):
+        update = real(*args, **kwargs)
         calls = {"n": 0}
 
         def poisoned(state, batch):
