@@ -36,6 +36,9 @@ ANCHORS = {
     "walker_walk": (475, 962, 708),
 }
 TRAIN_WINDOW = 10_000
+# The learning-rule flags that select official DreamerV3's behaviour (docs/official_differences.md).
+OFFICIAL_RULES = {"contdisc=True", "discount=0.997", "imagine_pre_update=True", "norm=rms",
+                  "predicted_start_cont=True", "repval_scale=0.3", "slow_target=False"}  # fmt: skip
 # Fields that say what was run, not how it learned: left out of the variant's name.
 NOT_VARIANT = {"env", "seed", "out", "steps", "eval_every", "eval_episodes", "progress", "overwrite",
                "save_every", "max_skips", "vector", "replay_capacity"}  # fmt: skip
@@ -55,6 +58,8 @@ def variant(run: dict[str, Any]) -> str:
 
     defaults = dataclasses.asdict(RunConfig())
     parts = [f"{k}={v}" for k, v in sorted(run.items()) if k not in NOT_VARIANT and k in defaults and v != defaults[k]]
+    if OFFICIAL_RULES <= set(parts):
+        parts = ["official's rules", *(p for p in parts if p not in OFFICIAL_RULES)]
     return " ".join(parts) or "defaults"
 
 
