@@ -213,6 +213,25 @@ def test_load_names_a_damaged_or_foreign_file(finished_run, tmp_path):
         policy(np.zeros(3))
 
 
+def test_load_reads_an_agent_json_with_the_retired_actor_fields(finished_run, tmp_path):
+    """agent.json files written before AgentConfig lost `actor_layers` / `actor_units` (never read) still load,
+    and act as the same run; any other unknown field is refused, naming the file."""
+    import shutil
+
+    src, _ = finished_run
+    old = tmp_path / "old-format"
+    shutil.copytree(src, old)
+    meta = json.loads((old / "agent.json").read_text())
+    meta["agent_config"].update(actor_layers=2, actor_units=16)
+    (old / "agent.json").write_text(json.dumps(meta))
+    obs = np.linspace(-1.0, 1.0, 4)
+    np.testing.assert_array_equal(load(old)(obs), load(src)(obs))
+    meta["agent_config"]["actor_width"] = 16
+    (old / "agent.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"agent\.json is not a readable .*actor_width"):
+        load(old)
+
+
 # ----------------------------------------------------------------------------- several envs
 
 

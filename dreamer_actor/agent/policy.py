@@ -159,7 +159,7 @@ def _read_meta(path: pathlib.Path) -> dict[str, Any]:
         for key in ("world_model_config", "actor_config", "agent_config"):
             meta[key]
         wm.WorldModelConfig(**meta["world_model_config"])
-        agent_train.AgentConfig(**meta["agent_config"])
+        agent_train.AgentConfig.from_dict(meta["agent_config"])
         da.ActorConfig.from_dict(meta["actor_config"])
     except (ValueError, KeyError, TypeError) as error:
         what = f"missing {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
@@ -196,7 +196,7 @@ def load(directory: str | pathlib.Path, *, deterministic: bool = True, seed: int
     wm_config = wm.WorldModelConfig(**meta["world_model_config"])
     actor_config = da.ActorConfig.from_dict(meta["actor_config"])
     checkpoint = da.restore_checkpoint(directory / ACTOR_DIR, config=actor_config)
-    agent_config = agent_train.AgentConfig(**meta["agent_config"])
+    agent_config = agent_train.AgentConfig.from_dict(meta["agent_config"])
     template = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, agent_config)
     like = {"world_model": template.wm_params, "critic": template.critic_params}
     path = directory / WORLD_MODEL_FILE

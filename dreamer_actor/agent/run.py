@@ -258,7 +258,6 @@ class RunConfig:
             repval_scale=self.repval_scale,
             imagine_pre_update=self.imagine_pre_update,
             contdisc=self.contdisc,
-            actor_units=self.units,
             critic_units=self.units,
         )
 

@@ -45,6 +45,8 @@ from dreamer_actor.agent import optimizers, spaces
 from dreamer_actor.agent import world_model as wm
 
 ESTIMATORS = ("reinforce", "dynamics", "mix")
+# AgentConfig fields that earlier agent.json files carry and that never had an effect.
+RETIRED_FIELDS = ("actor_layers", "actor_units")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +74,7 @@ class AgentConfig:
         update's step (True, official DreamerV3), or in the model after it (False).
       slow_target: the lambda-returns bootstrap from, and the advantage baseline is, the slow critic
         (True) or the online critic (False, official DreamerV3's `imag_loss: {slowtar: False}`).
-      actor_layers, actor_units, critic_layers, critic_units: MLP sizes.
+      critic_layers, critic_units: the critic's MLP (the actor's shape is its `da.ActorConfig`'s).
     """
 
     batch: int = 16
@@ -96,8 +98,6 @@ class AgentConfig:
     repval_scale: float = 0.0
     imagine_pre_update: bool = False
     contdisc: bool = False
-    actor_layers: int = 2
-    actor_units: int = 128
     critic_layers: int = 2
     critic_units: int = 128
 
@@ -108,13 +108,23 @@ class AgentConfig:
             )
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"AgentConfig: `estimator` must be one of {ESTIMATORS}, got {self.estimator!r}.")
-        for name in ("batch", "length", "horizon", "actor_units", "critic_units"):
+        for name in ("batch", "length", "horizon", "critic_layers", "critic_units"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"AgentConfig: `{name}` must be a positive int, got {value!r}.")
         for name in ("discount", "lambda_", "rho"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AgentConfig: `{name}` must be in [0, 1], got {getattr(self, name)!r}.")
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> AgentConfig:
+        """The config of `dataclasses.asdict(config)` (an `agent.json`'s `"agent_config"`).
+
+        `actor_layers` and `actor_units`, which `agent.json` files written before 6 December 2026 carry
+        and nothing ever read (the actor's shape is its `da.ActorConfig`), are dropped; any other
+        unknown field is a TypeError naming it.
+        """
+        return cls(**{k: v for k, v in fields.items() if k not in RETIRED_FIELDS})
 
 
 class Critic(nn.Module):
