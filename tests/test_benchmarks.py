@@ -293,3 +293,21 @@ def test_official_update_ratios_are_per_round_medians():
     assert "| ours_defaults |" in official_update.markdown(result, {
         "date": "d", "command": "c", "cpu": "cpu", "cores": 2, "commit": "abc", "rounds": 2, "updates": 3,
     })  # fmt: skip
+
+
+def test_update_bound_counts_each_product_once_per_loop_trip():
+    """`update_bound.dot_flops` on a compiled function of known products: a 7-step scan of [32, 64] x [64, 64]
+    and a batched [3, 24, 40] x [3, 40, 48]; under `jax.grad` (w.r.t. the scan's operands only) each scan
+    product runs three times (forward, input and weight gradients) and the batched one not at all."""
+    from benchmarks.update_bound import dot_flops
+
+    def f(x, w, a, b):
+        h, _ = jax.lax.scan(lambda h, _: (jnp.tanh(h @ w), None), x, None, length=7)
+        return h.sum() + jnp.matmul(a, b).sum()
+
+    args = (jnp.ones((32, 64)), jnp.full((64, 64), 0.01), jnp.ones((3, 24, 40)), jnp.ones((3, 40, 48)))
+    forward = dot_flops(jax.jit(f).lower(*args).compile().as_text())
+    assert forward["flops"] == 2 * 32 * 64 * 64 * 7 + 2 * 3 * 24 * 40 * 48
+    assert forward["shapes"] == {(32, 64, 64, 1): 7, (24, 40, 48, 3): 1} and not forward["unknown_trip_loops"]
+    backward = dot_flops(jax.jit(jax.grad(f, argnums=(0, 1))).lower(*args).compile().as_text())
+    assert backward["flops"] == 3 * 2 * 32 * 64 * 64 * 7
