@@ -489,9 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rounds must be >= 1")
     args.envs = tuple(e.strip() for e in args.envs.split(",") if e.strip())
     args.estimators = tuple(e.strip() for e in args.estimators.split(",") if e.strip())
-    bad = [e for e in args.estimators if e not in agent_train.ESTIMATORS]
+    bad = [e for e in args.estimators if e not in da.train.ESTIMATORS]
     if bad:
-        parser.error(f"unknown estimator(s) {bad}; choose from {', '.join(agent_train.ESTIMATORS)}")
+        parser.error(f"unknown estimator(s) {bad}; choose from {', '.join(da.train.ESTIMATORS)}")
     return args
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
+import dreamer_actor as da
 from dreamer_actor.examples import evaluation, imagination
 
 TARGET_RETURN = -200.0
@@ -49,7 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--estimator",
-        choices=imagination.ESTIMATORS,
+        choices=da.train.ESTIMATORS,
         default="dynamics",
         help="policy-gradient estimator: 'dynamics' backpropagates the lambda-returns through the model "
         "(DreamerV1); 'reinforce' is the score function on normalized advantages (DreamerV3); 'mix' is "

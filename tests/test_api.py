@@ -65,7 +65,7 @@ SUBMODULES = {
     "categorical": {"Params", "log_probs", "probs", *VERBS},
     "distributions": {"get", "names", "register", "unregister"},
     "networks": {"Actor", "RMSNorm", "flatten_latent"},
-    "train": {"act_per_example", "example_keys", "make_actor_loss_fn", "make_actor_train_step"},
+    "train": {"ESTIMATORS", "act_per_example", "example_keys", "make_actor_loss_fn", "make_actor_train_step"},
 }
 
 

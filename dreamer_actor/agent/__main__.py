@@ -9,7 +9,6 @@ import sys
 import dreamer_actor as da
 from dreamer_actor.agent import envs as envs_lib
 from dreamer_actor.agent import optimizers
-from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 from dreamer_actor.agent.run import RunConfig, stored_config, train_agent
 
@@ -72,7 +71,7 @@ HELP = {
 # The values each string flag takes, from the modules that define them.
 CHOICES = {
     "distribution": da.distributions.names(),
-    "estimator": agent_train.ESTIMATORS,
+    "estimator": da.train.ESTIMATORS,
     "vector": envs_lib.VECTOR_MODES,
     "norm": wm.NORMS,
     "optimizer": optimizers.OPTIMIZERS,

@@ -44,7 +44,6 @@ import dreamer_actor as da
 from dreamer_actor.agent import optimizers, spaces
 from dreamer_actor.agent import world_model as wm
 
-ESTIMATORS = ("reinforce", "dynamics", "mix")
 # AgentConfig fields that earlier agent.json files carry and that never had an effect.
 RETIRED_FIELDS = ("actor_layers", "actor_units")
 
@@ -106,8 +105,8 @@ class AgentConfig:
             raise ValueError(
                 f"AgentConfig: `optimizer` must be one of {optimizers.OPTIMIZERS}, got {self.optimizer!r}."
             )
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"AgentConfig: `estimator` must be one of {ESTIMATORS}, got {self.estimator!r}.")
+        if self.estimator not in da.train.ESTIMATORS:
+            raise ValueError(f"AgentConfig: `estimator` must be one of {da.train.ESTIMATORS}, got {self.estimator!r}.")
         for name in ("batch", "length", "horizon", "critic_layers", "critic_units"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):

@@ -68,7 +68,6 @@ from flax import struct
 import dreamer_actor as da
 from dreamer_actor.examples import pendulum
 
-ESTIMATORS = ("reinforce", "dynamics", "mix")
 START_MODES = ("continue", "reset")
 
 
@@ -152,8 +151,8 @@ class TrainConfig:
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"TrainConfig: `{name}` must be {expected}, got {getattr(self, name)!r}.")
 
-        if self.estimator not in ESTIMATORS:
-            fail("estimator", f"one of {ESTIMATORS}")
+        if self.estimator not in da.train.ESTIMATORS:
+            fail("estimator", f"one of {da.train.ESTIMATORS}")
         if self.start_mode not in START_MODES:
             fail("start_mode", f"one of {START_MODES}")
         for name in ("starts", "horizon", "updates_per_call", "actor_units"):
