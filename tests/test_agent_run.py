@@ -6,6 +6,7 @@ import pytest
 
 from dreamer_actor.agent import __main__ as agent_cli
 from dreamer_actor.agent import run as agent_run
+from dreamer_actor.agent.evaluation import EVAL_SEED_BASE
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
@@ -31,7 +32,7 @@ def test_evaluate_policy_matches_a_plain_gymnasium_loop(env_id):
     expected = []
     for i in range(episodes):
         env = gym.make(env_id)
-        env.reset(seed=agent_run.EVAL_SEED_BASE + i)
+        env.reset(seed=EVAL_SEED_BASE + i)
         total, t, done = 0.0, 0, False
         while not done:
             _, reward, terminated, truncated, _ = env.step(plan[t])

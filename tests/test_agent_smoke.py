@@ -11,7 +11,8 @@ import re
 import gymnasium as gym
 import numpy as np
 
-from dreamer_actor.agent.run import EVAL_SEED_BASE, RunConfig, train_agent
+from dreamer_actor.agent.evaluation import EVAL_SEED_BASE
+from dreamer_actor.agent.run import RunConfig, train_agent
 
 TINY = dict(
     env="CartPole-v1",

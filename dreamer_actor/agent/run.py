@@ -24,12 +24,11 @@ import numpy as np
 
 from dreamer_actor.agent import checkpoint as run_checkpoint
 from dreamer_actor.agent import envs as envs_lib
-from dreamer_actor.agent import optimizers, spaces
+from dreamer_actor.agent import evaluation, optimizers, spaces
 from dreamer_actor.agent import policy as agent_policy
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
 
-EVAL_SEED_BASE = 10_000  # evaluation episode i resets with seed EVAL_SEED_BASE + i (never a training seed)
 RUN_FILE = "run.json"  # written when a run claims its folder: what marks the folder as one of this agent's runs
 RUN_FILES = (
     RUN_FILE,
@@ -265,30 +264,16 @@ class RunConfig:
 def evaluate_policy(env_id: str, act: Any, *, episodes: int, action_repeat: int = 1) -> np.ndarray:
     """Returns `[episodes]` returns of `act` on the real env, episode `i` reset with seed `EVAL_SEED_BASE + i`.
 
-    The evaluation protocol every agent in this project is scored with (the Dreamer agent here,
-    SAC/DQN in `scripts/compare_baselines.py`). All episodes run in lockstep: each step calls
-    `act(obs [episodes, O] float32, first [episodes] bool)` once and gets one env action per
-    episode (`first` is true at each episode's reset; finished episodes' actions are ignored).
-    The envs are `envs.make_env(env_id, action_repeat)`: flat observations, each action repeated.
+    The protocol of `evaluation.run_episodes` (every agent in this project is scored with it: the
+    Dreamer agent here, SAC/DQN in `scripts/compare_baselines.py`), on `envs.make_env(env_id,
+    action_repeat)`: flat observations, each action repeated. `act(obs [episodes, O] float32, first
+    [episodes] bool)` returns one env action per episode (`first` is true at the resets).
     """
-    envs = [envs_lib.make_env(env_id, action_repeat) for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=EVAL_SEED_BASE + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-    first = np.ones(episodes, bool)
-    done = np.zeros(episodes, bool)
-    returns = np.zeros(episodes)
-    while not done.all():
-        actions = act(obs, first.copy())
-        first[:] = False
-        for i, env in enumerate(envs):
-            if done[i]:
-                continue
-            o, r, terminated, truncated, _ = env.step(actions[i])
-            obs[i] = o
-            returns[i] += r
-            done[i] = terminated or truncated
-    for env in envs:
-        env.close()
-    return returns
+    return evaluation.run_episodes(
+        lambda obs, t: act(obs, np.full(episodes, t == 0)),
+        evaluation.eval_seeds(episodes),
+        lambda: envs_lib.make_env(env_id, action_repeat),
+    )
 
 
 def random_act(env_id: str, episodes: int, seed: int) -> Any:
