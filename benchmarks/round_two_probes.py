@@ -619,7 +619,6 @@ def agent_dense(rounds: int = 9) -> None:
     import dreamer_actor._src.networks as networks
     from benchmarks import agent_update
     from dreamer_actor.agent import train as agent_train
-    from dreamer_actor.agent import world_model
 
     class FlaxLayerNormSiLU(nn.Module):
         """`nn.LayerNorm` then SiLU with `FusedLayerNormAct`'s param names (so the same state fits)."""
@@ -635,18 +634,20 @@ def agent_dense(rounds: int = 9) -> None:
             }
             return jax.nn.silu(nn.LayerNorm(epsilon=self.eps).apply({"params": params}, x))
 
-    library = (world_model.Dense, world_model.FusedLayerNormAct, networks.Dense)
+    # Since 5 December 2026 the agent's MLPs are `da.networks.MLP`, which reads both names from
+    # `_src/networks.py` as the Actor does: swapping them swaps the Actor's norm too (before, only its Dense).
+    library = (networks.Dense, networks.FusedLayerNormAct)
     for env_id in ("Pendulum-v1", "CartPole-v1"):
         agent = agent_update.build(env_id, "reinforce", quick=False)
         c = agent.config
         batch = {k: jnp.asarray(v) for k, v in agent.replay.sample(c.batch, c.length).items()}
         fns = {}
-        for name, blocks in (("flax", (nn.Dense, FlaxLayerNormSiLU, nn.Dense)), ("library", library)):
-            world_model.Dense, world_model.FusedLayerNormAct, networks.Dense = blocks
+        for name, blocks in (("flax", (nn.Dense, FlaxLayerNormSiLU)), ("library", library)):
+            networks.Dense, networks.FusedLayerNormAct = blocks
             update = agent_train.make_update(agent.wm_config, agent.actor_config, c)
             fns[name] = agent_update.make_update_fn(agent, update, batch)
             jax.block_until_ready(fns[name]())  # traced (and compiled) with these blocks
-        world_model.Dense, world_model.FusedLayerNormAct, networks.Dense = library
+        networks.Dense, networks.FusedLayerNormAct = library
         print(f"agent update {env_id}, REINFORCE: {_ratios(rounds_of(fns, rounds), 'flax')}", flush=True)
 
 

@@ -64,7 +64,7 @@ SUBMODULES = {
     "bounded_normal": {"Params", *VERBS},
     "categorical": {"Params", "log_probs", "probs", *VERBS},
     "distributions": {"get", "names", "register", "unregister"},
-    "networks": {"Actor", "RMSNorm", "flatten_latent"},
+    "networks": {"MLP", "Actor", "RMSNorm", "flatten_latent"},
     "train": {"ESTIMATORS", "act_per_example", "example_keys", "make_actor_loss_fn", "make_actor_train_step"},
 }
 

@@ -136,8 +136,8 @@ class Critic(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
-        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
-        return wm.MLP(self.units, self.layers, out=self.num_bins, zero_out=True, norm=self.norm)(feat)
+        feat = da.networks.flatten_latent(h, z)
+        return da.networks.MLP(self.units, self.layers, out=self.num_bins, zero_out=True, norm=self.norm)(feat)
 
 
 @struct.dataclass

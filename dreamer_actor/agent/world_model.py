@@ -30,9 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from dreamer_actor._src.dense import Dense
-from dreamer_actor._src.fused_norm import FusedLayerNormAct, FusedRMSNormAct
-from dreamer_actor._src.networks import RMSNorm
+import dreamer_actor as da
 
 NUM_BINS = 255
 NORMS = ("layer", "rms")
@@ -193,33 +191,6 @@ class WorldModelConfig:
         return self.deter + self.stoch * self.classes
 
 
-class MLP(nn.Module):
-    """`layers` x (Dense, LayerNorm or RMSNorm, SiLU), then an optional Dense output (zero-init if `zero_out`).
-
-    Built from the Actor's blocks (`_src/dense.py`, `_src/fused_norm.py`): the params of
-    `nn.Dense` / `nn.LayerNorm` followed by `jax.nn.silu`, with backwards XLA CPU runs faster.
-    """
-
-    units: int
-    layers: int
-    out: int | None = None
-    zero_out: bool = False
-    norm: str = "layer"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for i in range(self.layers):
-            x = Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
-            if self.norm == "rms":
-                x = FusedRMSNormAct("silu", eps=1e-4, name=f"norm_{i}")(x)
-            else:
-                x = FusedLayerNormAct("silu", eps=1e-3, name=f"norm_{i}")(x)
-        if self.out is not None:
-            init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
-            x = Dense(self.out, kernel_init=init, name="out")(x)
-        return x
-
-
 class GRUCell(nn.Module):
     """DreamerV3's normalized GRU: `[..., D]` state, `[..., I]` input -> `[..., D]`; update bias -1."""
 
@@ -230,7 +201,7 @@ class GRUCell(nn.Module):
     def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
         parts = nn.Dense(3 * self.deter, use_bias=False, name="gates")(jnp.concatenate([h, x], -1))
         if self.norm == "rms":
-            parts = RMSNorm(eps=1e-4, name="norm")(parts)
+            parts = da.networks.RMSNorm(eps=1e-4, name="norm")(parts)
         else:
             parts = nn.LayerNorm(epsilon=1e-3, name="norm")(parts)
         reset, cand, update = jnp.split(parts, 3, -1)
@@ -247,14 +218,14 @@ class WorldModel(nn.Module):
 
     def setup(self):
         c = self.config
-        self.encoder = MLP(c.units, c.layers, norm=c.norm)
-        self.img_in = MLP(c.units, 1, norm=c.norm)
+        self.encoder = da.networks.MLP(c.units, c.layers, norm=c.norm)
+        self.img_in = da.networks.MLP(c.units, 1, norm=c.norm)
         self.gru = GRUCell(c.deter, norm=c.norm)
-        self.prior_net = MLP(c.units, 1, out=c.stoch * c.classes, norm=c.norm)
-        self.post_net = MLP(c.units, 1, out=c.stoch * c.classes, norm=c.norm)
-        self.decoder = MLP(c.units, c.layers, out=c.obs_dim, norm=c.norm)
-        self.reward_head = MLP(c.units, c.layers, out=c.num_bins, zero_out=True, norm=c.norm)
-        self.cont_head = MLP(c.units, c.layers, out=1, norm=c.norm)
+        self.prior_net = da.networks.MLP(c.units, 1, out=c.stoch * c.classes, norm=c.norm)
+        self.post_net = da.networks.MLP(c.units, 1, out=c.stoch * c.classes, norm=c.norm)
+        self.decoder = da.networks.MLP(c.units, c.layers, out=c.obs_dim, norm=c.norm)
+        self.reward_head = da.networks.MLP(c.units, c.layers, out=c.num_bins, zero_out=True, norm=c.norm)
+        self.cont_head = da.networks.MLP(c.units, c.layers, out=1, norm=c.norm)
 
     def _probs(self, flat_logits: jax.Array) -> jax.Array:
         c = self.config
@@ -285,12 +256,12 @@ class WorldModel(nn.Module):
 
     def heads(self, h: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Feature heads: `(decoded symlog obs [..., O], reward logits [..., K], continue logit [...])`."""
-        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
+        feat = da.networks.flatten_latent(h, z)
         return self.decoder(feat), self.reward_head(feat), self.cont_head(feat)[..., 0]
 
     def reward_cont(self, h: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`(reward logits [..., K], continue logit [...])` without the decoder (for imagination)."""
-        feat = jnp.concatenate([h, z.reshape(*z.shape[:-2], -1)], -1)
+        feat = da.networks.flatten_latent(h, z)
         return self.reward_head(feat), self.cont_head(feat)[..., 0]
 
     def __call__(self, obs: jax.Array, action: jax.Array) -> Any:
