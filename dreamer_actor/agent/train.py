@@ -41,7 +41,7 @@ import optax
 from flax import struct
 
 import dreamer_actor as da
-from dreamer_actor.agent import optimizers, spaces
+from dreamer_actor.agent import behavior, optimizers, spaces
 from dreamer_actor.agent import world_model as wm
 
 # AgentConfig fields that earlier agent.json files carry and that never had an effect.
@@ -213,18 +213,15 @@ def imagine(
       `(latents h [T + 1, N, D], z [T + 1, N, S, C]` (s_0 .. s_T), `ActorOutput` of `[T, N, ...]`).
     """
 
-    def body(latent, step_key):
+    def step(latent, step_key):
         act_key, model_key = jax.random.split(step_key)
         out = da.act(
             actor_params, actor_config, latent.h, latent.z, act_key, training=True, reparameterize=reparameterize
         )
         action = spaces.model_action(actor_config, out.action, out.raw_sample)
-        next_latent = wm.imagine_step(model, wm_params, latent, action, model_key)
-        return next_latent, (latent, out)
+        return wm.imagine_step(model, wm_params, latent, action, model_key), out
 
-    last, (latents, outs) = jax.lax.scan(body, start, jax.random.split(key, horizon))
-    latents = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), latents, last)
-    return latents, outs
+    return behavior.rollout(step, start, key, horizon)
 
 
 def actor_objective(
@@ -264,32 +261,19 @@ def actor_objective(
     conts = jax.nn.sigmoid(cont_logit)
     slow_values = wm.twohot_mean(critic.apply(slow, latents.h, latents.z), bins)
     values = slow_values if config.slow_target else wm.twohot_mean(critic.apply(online, latents.h, latents.z), bins)
-    returns = da.lambda_returns(rewards[1:], values[:-1], conts[1:], values[-1], discount=gamma, lambda_=config.lambda_)
     start_cont = conts[0] if config.predicted_start_cont else start_cont
-    weights = da.imagination_weights(conts[1:], gamma, start_continues=start_cont)
-    norm_state, scale = da.ReturnNormalizer().update(normalizer_state, returns)
-    loss, metrics = da.policy_loss(
-        outs.log_prob,
-        outs.entropy,
-        returns,
-        values[:-1],
-        estimator=config.estimator,
-        rho=config.rho,
-        scale=scale,
-        entropy_coef=config.entropy_coef,
-        weights=weights,
-    )
+    loss, aux = behavior.actor_loss(
+        outs.log_prob, outs.entropy, rewards[1:], values, conts[1:], discount=gamma, lambda_=config.lambda_,
+        normalizer=da.ReturnNormalizer(), normalizer_state=normalizer_state, estimator=config.estimator,
+        rho=config.rho, entropy_coef=config.entropy_coef, start_continues=start_cont,
+    )  # fmt: skip
     aux = {
+        **aux,
         "latents": sg(latents),
-        "returns": sg(returns),
         "slow_values": sg(slow_values),
-        "weights": weights,
-        "normalizer": norm_state,
-        "metrics": metrics,
         "entropy": jnp.mean(sg(outs.entropy)),
         "imag_reward": jnp.mean(sg(rewards[1:])),
         "imag_cont": jnp.mean(sg(conts[1:])),
-        "scale": scale,
         "actor_loss": sg(loss),
     }
     return loss, aux
@@ -417,7 +401,7 @@ def train_step(
     )
     critic_params = optax.apply_updates(state.critic_params, critic_updates)
     rate = config.slow_rate
-    slow_critic_params = jax.tree.map(lambda s, c: (1.0 - rate) * s + rate * c, state.slow_critic_params, critic_params)
+    slow_critic_params = behavior.slow_update(state.slow_critic_params, critic_params, rate)
 
     candidate = AgentState(
         wm_params=wm_params,

@@ -66,6 +66,7 @@ import optax
 from flax import struct
 
 import dreamer_actor as da
+from dreamer_actor.agent import behavior, optimizers
 from dreamer_actor.examples import pendulum
 
 START_MODES = ("continue", "reset")
@@ -213,10 +214,6 @@ def empty_stoch(hidden: jax.Array) -> jax.Array:
     return jnp.zeros((*hidden.shape[:-1], 0), hidden.dtype)
 
 
-def _optimizer(lr: float, clip: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=1e-5))
-
-
 def init_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
     """Fresh networks, optimizers, normalizer, and staggered start states."""
     actor_key, critic_key, start_key, age_key, key = jax.random.split(key, 5)
@@ -227,8 +224,8 @@ def init_train_state(key: jax.Array, config: TrainConfig) -> TrainState:
         actor_params=actor_params,
         critic_params=critic_params,
         slow_critic_params=jax.tree.map(jnp.copy, critic_params),  # own buffers (donation)
-        actor_opt=_optimizer(config.actor_lr, config.grad_clip).init(actor_params),
-        critic_opt=_optimizer(config.critic_lr, config.grad_clip).init(critic_params),
+        actor_opt=optimizers.adam(config.actor_lr, config.grad_clip).init(actor_params),
+        critic_opt=optimizers.adam(config.critic_lr, config.grad_clip).init(critic_params),
         normalizer=da.ReturnNormalizer(debias=config.return_debias).init(),
         starts=pendulum.reset_states(start_key, config.starts),
         ages=jax.random.randint(age_key, (config.starts,), 0, pendulum.EPISODE_STEPS, jnp.int32),
@@ -262,7 +259,7 @@ def imagine(
       `raw [T, B, 1]` (the pre-squash samples).
     """
 
-    def body(state, step_key):
+    def step(state, step_key):
         obs = pendulum.observe(state)
         # `act` returns the score-function log-prob (at the stop-gradiented sample) for REINFORCE
         # and, with `reparameterize`, the pathwise action and entropy for "dynamics": "mix" uses both.
@@ -272,7 +269,6 @@ def imagine(
         next_state, reward = pendulum.step(state, action)
         return next_state, {
             "obs": obs,
-            "states": state,
             "actions": action,
             "raw": raw,
             "rewards": reward,
@@ -280,9 +276,9 @@ def imagine(
             "entropy": entropy,
         }
 
-    last, traj = jax.lax.scan(body, starts, jax.random.split(key, horizon))
-    traj["obs"] = jnp.concatenate([traj["obs"], pendulum.observe(last)[None]], axis=0)
-    traj["states"] = jnp.concatenate([traj["states"], last[None]], axis=0)
+    states, traj = behavior.rollout(step, starts, key, horizon)
+    traj["obs"] = jnp.concatenate([traj["obs"], pendulum.observe(states[-1])[None]], axis=0)
+    traj["states"] = states
     return traj
 
 
@@ -314,40 +310,17 @@ def train_step(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict
             reparameterize=config.estimator != "reinforce",
         )
         values = _values(jax.lax.stop_gradient(state.slow_critic_params), config, traj["obs"])  # [T + 1, B]
-        continues = jnp.ones_like(traj["rewards"])
-        returns = da.lambda_returns(
-            traj["rewards"],
-            values[:-1],
-            continues,
-            values[-1],
-            discount=config.discount,
-            lambda_=config.lambda_,
-        )
-        weights = da.imagination_weights(continues, config.discount)
-        new_normalizer, scale = normalizer.update(state.normalizer, returns)
-        loss, metrics = da.policy_loss(
-            traj["log_prob"],
-            traj["entropy"],
-            returns,
-            values[:-1],
-            estimator=config.estimator,
-            rho=config.rho,
-            scale=scale,
+        loss, aux = behavior.actor_loss(
+            traj["log_prob"], traj["entropy"], traj["rewards"], values, jnp.ones_like(traj["rewards"]),
+            discount=config.discount, lambda_=config.lambda_, normalizer=normalizer,
+            normalizer_state=state.normalizer, estimator=config.estimator, rho=config.rho,
             entropy_coef=config.entropy_coef,
-            weights=weights,
-        )
-        aux = {
-            "traj": jax.lax.stop_gradient(traj),
-            "returns": jax.lax.stop_gradient(returns),
-            "weights": weights,
-            "normalizer": new_normalizer,
-            "scale": scale,
-            "metrics": metrics,
-        }
+        )  # fmt: skip
+        return loss, {**aux, "traj": jax.lax.stop_gradient(traj)}
         return loss, aux
 
     actor_grads, aux = jax.grad(actor_objective, has_aux=True)(state.actor_params)
-    actor_updates, actor_opt = _optimizer(config.actor_lr, config.grad_clip).update(
+    actor_updates, actor_opt = optimizers.adam(config.actor_lr, config.grad_clip).update(
         actor_grads, state.actor_opt, state.actor_params
     )
     actor_params = optax.apply_updates(state.actor_params, actor_updates)
@@ -359,12 +332,12 @@ def train_step(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict
         return jnp.mean(weights * jnp.square(pred - symlog(returns)))
 
     critic_loss, critic_grads = jax.value_and_grad(critic_objective)(state.critic_params)
-    critic_updates, critic_opt = _optimizer(config.critic_lr, config.grad_clip).update(
+    critic_updates, critic_opt = optimizers.adam(config.critic_lr, config.grad_clip).update(
         critic_grads, state.critic_opt, state.critic_params
     )
     critic_params = optax.apply_updates(state.critic_params, critic_updates)
     rate = config.slow_critic_rate
-    slow_critic_params = jax.tree.map(lambda s, c: (1.0 - rate) * s + rate * c, state.slow_critic_params, critic_params)
+    slow_critic_params = behavior.slow_update(state.slow_critic_params, critic_params, rate)
 
     new_state = TrainState(
         actor_params=actor_params,
