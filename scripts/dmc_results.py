@@ -11,7 +11,9 @@ per run, both at the run's last frame:
 * `train`: the mean return of the training episodes (the sampled policy, as it explored) that ended in
   the last 10,000 env frames: what official DreamerV3's score files report, binned by frames.
 
-A run still going is listed with the frames it has reached ("at N frames").
+A run that has not reached its `--steps` (still going, or stopped) is listed with the frames it has
+reached ("at N frames"); a copied run (`--copy`: run.json and curve.json only) counts as finished when
+its last evaluation is at its `--steps`.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def load_runs(root: pathlib.Path) -> list[dict[str, Any]]:
         last = curve["evals"][-1]
         runs.append({
             "dir": marker.parent, "task": task_name(config["env"]), "variant": variant(config),
-            "seed": config["seed"], "frames": last["frames"], "done": (marker.parent / "agent.json").exists(),
+            "seed": config["seed"], "frames": last["frames"], "done": last["env_steps"] >= config["steps"],
             "eval": last["deterministic"]["mean"], "train": train_score(curve), "wall_s": curve.get("wall_s"),
             "curve": curve,
         })  # fmt: skip
