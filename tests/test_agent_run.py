@@ -1,5 +1,7 @@
 """The agent's run plumbing: the shared evaluation protocol, the run folder's safety rules, the CLI."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -95,8 +97,8 @@ def test_cli_documents_and_parses_every_flag(capsys):
     with pytest.raises(SystemExit):
         agent_cli.parse_args(["--help"])
     text = capsys.readouterr().out
-    for name in agent_cli.HELP:
-        assert "--" + name.replace("_", "-") in text
+    for field in dataclasses.fields(agent_run.RunConfig):  # every field is a flag with its own help text
+        assert "--" + field.name.replace("_", "-") in text and field.metadata["help"].split()[0] in text
     run, resume = agent_cli.parse_args(["--env", "CartPole-v1", "--steps", "1234", "--overwrite", "--no-progress"])
     assert not resume
     assert (run.env, run.steps, run.overwrite, run.progress) == ("CartPole-v1", 1234, True, False)

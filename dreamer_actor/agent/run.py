@@ -117,6 +117,11 @@ def _finite(name: str, value: Any, *, positive: bool = False, low: float | None 
         raise ValueError(f"RunConfig: `{flag}` must be in [{low}, {high}], got {value!r}.")
 
 
+def _flag(default: Any, help: str) -> Any:
+    """A `RunConfig` field: its default and its `--help` text (the CLI reads `metadata["help"]`)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One training run (the CLI's flags; see `python -m dreamer_actor.agent --help`).
@@ -125,46 +130,106 @@ class RunConfig:
     before any env is made or any file written.
     """
 
-    env: str = "Pendulum-v1"
-    steps: int = 20_000
-    seed: int = 0
-    out: str | None = None
-    distribution: str | None = None
-    estimator: str = "reinforce"
-    train_ratio: float = 64.0
-    warmup: int = 1000
-    eval_every: int = 2000
-    eval_episodes: int = 20
-    replay_capacity: int = 1_000_000
-    deter: int = 128
-    stoch: int = 16
-    classes: int = 8
-    units: int = 128
-    layers: int = 2
-    norm: str = "layer"
-    batch: int = 16
-    length: int = 32
-    horizon: int = 15
-    discount: float = 0.99
-    optimizer: str = "adam"
-    model_lr: float = 6e-4
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    slow_target: bool = True
-    predicted_start_cont: bool = False
-    repval_scale: float = 0.0
-    imagine_pre_update: bool = False
-    contdisc: bool = False
-    entropy_coef: float = 3e-4
-    terminal_weight: float = 1.0
-    action_repeat: int = 1
-    envs: int = 1
-    vector: str = "sync"
-    devices: int = 1
-    save_every: int = 5000
-    max_skips: int = 10
-    overwrite: bool = False
-    progress: bool = True
+    env: str = _flag(
+        "Pendulum-v1",
+        "gymnasium environment id (1-D Box or Dict-of-Box observations; Box or Discrete actions); "
+        "dm_control/<domain>-<task>-v0 for DeepMind Control (the dmc extra)",
+    )
+    steps: int = _flag(20_000, "real environment steps in total (warm-up included)")
+    seed: int = _flag(0, "seed of the networks, the env resets, the warm-up actions and the replay sampling")
+    out: str | None = _flag(
+        None,
+        "run folder: curve.json, curve.png, actor/ (da.save_checkpoint), world_model.msgpack, agent.json",
+    )
+    distribution: str | None = _flag(
+        None,
+        "actor family: tanh_normal (Box default), bounded_normal (Box, official DreamerV3), categorical "
+        "(Discrete, the only choice there)",
+    )
+    estimator: str = _flag(
+        "reinforce",
+        "actor gradient: reinforce (DreamerV3), dynamics (backprop through the world model), mix",
+    )
+    train_ratio: float = _flag(64.0, "replayed steps per env step; one update replays batch x length steps")
+    warmup: int = _flag(1000, "uniform random env steps before the first update")
+    eval_every: int = _flag(2000, "env steps between evaluations on the real env (and one at the end)")
+    eval_episodes: int = _flag(20, "evaluation episodes (fixed reset seeds 10000 + i), deterministic and sampled each")
+    replay_capacity: int = _flag(1_000_000, "maximum stored steps (the oldest are overwritten)")
+    deter: int = _flag(128, "RSSM GRU width D")
+    stoch: int = _flag(16, "number S of categorical latents")
+    classes: int = _flag(8, "classes C per latent")
+    units: int = _flag(128, "width of every MLP (encoder, decoder, heads, actor, critic)")
+    layers: int = _flag(2, "hidden layers of encoder, decoder and heads (actor and critic have 2)")
+    norm: str = _flag(
+        "layer",
+        "layer (LayerNorm) or rms (official DreamerV3's RMSNorm) in every network: world model, GRU, actor, critic",
+    )
+    batch: int = _flag(16, "replayed sequences B per update")
+    length: int = _flag(32, "replayed sequence length L (B x L imagination starts)")
+    horizon: int = _flag(15, "imagination horizon")
+    discount: float = _flag(0.99, "discount of the lambda-returns (times the continue head's prediction)")
+    optimizer: str = _flag(
+        "adam",
+        "adam (global-norm clip 100) or laprop (official DreamerV3's: adaptive clip 0.3, LaProp, 1,000-update"
+        " warm-up; official lr 4e-5)",
+    )
+    model_lr: float = _flag(6e-4, "world-model learning rate")
+    actor_lr: float = _flag(3e-4, "actor learning rate")
+    critic_lr: float = _flag(3e-4, "critic learning rate")
+    slow_target: bool = _flag(
+        True,
+        "lambda-returns bootstrap and advantage baseline from the slow critic (--no-slow-target: the online "
+        "critic, as official DreamerV3)",
+    )
+    predicted_start_cont: bool = _flag(
+        False,
+        "weight imagination starts by the continue head's prediction (official DreamerV3) instead of the "
+        "replayed 1 - terminated",
+    )
+    repval_scale: float = _flag(
+        0.0,
+        "weight of the replay value loss: the critic also learns lambda-returns along the replayed posteriors"
+        " (official DreamerV3: 0.3; 0 is off)",
+    )
+    imagine_pre_update: bool = _flag(
+        False,
+        "roll imagination out in the world model that made the starts, before this update's step (official "
+        "DreamerV3), instead of the updated one",
+    )
+    contdisc: bool = _flag(
+        False,
+        "the discount goes into the continue head's target, (1 - terminated) * discount, and imagination "
+        "discounts by the predicted continue alone (official DreamerV3 with --discount 0.997)",
+    )
+    entropy_coef: float = _flag(3e-4, "actor entropy bonus")
+    terminal_weight: float = _flag(1.0, "weight of terminal steps in the continue head's loss (DreamerV3: 1)")
+    action_repeat: int = _flag(
+        1,
+        "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); --steps, "
+        "--warmup, --eval-every and --save-every count policy steps, the curve also frames",
+    )
+    envs: int = _flag(
+        1,
+        "env copies stepped together (gymnasium vector env); the actor acts on all of them in one call",
+    )
+    vector: str = _flag("sync", "how the copies run: sync (in this process) or async (a worker process each)")
+    devices: int = _flag(
+        1,
+        "data parallel update over the first N of jax.devices(): the replayed batch (and the imagination "
+        "starts) split along B over them, the parameters replicated; N must divide --batch",
+    )
+    save_every: int = _flag(
+        5000,
+        "env steps between checkpoints of the whole run in OUT/resume/ (also at the end and on "
+        "SIGINT/SIGTERM); continue one with --resume OUT",
+    )
+    max_skips: int = _flag(10, "updates in a row with a non-finite loss or gradient (each skipped) that stop the run")
+    overwrite: bool = _flag(
+        False,
+        "reuse an --out folder that holds a previous run of this agent (only its own files are replaced; any "
+        "other content is refused)",
+    )
+    progress: bool = _flag(True, "show a tqdm progress bar (--no-progress to hide it)")
 
     def __post_init__(self):
         if not isinstance(self.env, str) or not self.env:
