@@ -18,6 +18,8 @@ import pytest
 
 import dreamer_actor as da
 from dreamer_actor._src import checkpoint as ckpt_module
+from dreamer_actor._src import checkpoint_commit as commit_module
+from dreamer_actor._src import checkpoint_format as format_module
 
 T, B, H = 3, 4, 6
 
@@ -188,7 +190,7 @@ def _as_format_1(path):
     victim.write_text(json.dumps(stored))
     manifest = json.loads((path / ckpt_module.MANIFEST).read_text())
     manifest["format"] = "dreamer_actor.checkpoint/1"
-    manifest["files"]["metadata/metadata"] = {"size": victim.stat().st_size, "sha256": ckpt_module._sha256(victim)}
+    manifest["files"]["metadata/metadata"] = {"size": victim.stat().st_size, "sha256": format_module._sha256(victim)}
     (path / ckpt_module.MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -303,7 +305,7 @@ class _Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("where", ["_write_manifest", "_commit"])
+@pytest.mark.parametrize("where", ["_write_manifest", "_commit"])  # the manifest, then the rename into place
 def test_an_interrupted_save_leaves_nothing_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where):
     config = CONFIGS["tanh_normal_rms"]()
     old_params, new_params = _init_params(config, seed=1), _init_params(config, seed=2)
@@ -313,7 +315,8 @@ def test_an_interrupted_save_leaves_nothing_and_keeps_the_previous_checkpoint(tm
     def boom(*args, **kwargs):
         raise _Interrupted(where)
 
-    monkeypatch.setattr(ckpt_module, where, boom)  # orbax has written every array when this runs
+    module = format_module if where == "_write_manifest" else commit_module
+    monkeypatch.setattr(module, where, boom)  # orbax has written every array when this runs
     with pytest.raises(_Interrupted):
         da.save_checkpoint(fresh, params=new_params, config=config, step=2)
     with pytest.raises(_Interrupted):
@@ -340,7 +343,7 @@ _KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import jax, jax.numpy as jnp
     import dreamer_actor as da
-    from dreamer_actor._src import checkpoint as ck
+    from dreamer_actor._src import checkpoint_commit as ck
 
     target, where = sys.argv[1], sys.argv[2]
     config = da.ActorConfig.create(low=-1.0, high=1.0, action_dim=2, layers=1, units=8)
@@ -500,7 +503,7 @@ def test_overwrite_replaces_a_checkpoint_of_format_1(tmp_path):
 
 def _competing_save_during_the_write(monkeypatch, target, params, config):
     """After the first save's files are written (before its rename), another save completes at `target`."""
-    real_write_manifest = ckpt_module._write_manifest
+    real_write_manifest = format_module._write_manifest
     calls = []
 
     def write_manifest_then_compete(directory):
@@ -509,7 +512,7 @@ def _competing_save_during_the_write(monkeypatch, target, params, config):
         if len(calls) == 1:  # the outer save: let a competitor win the race
             da.save_checkpoint(target, params=params, config=config, step=1)
 
-    monkeypatch.setattr(ckpt_module, "_write_manifest", write_manifest_then_compete)
+    monkeypatch.setattr(format_module, "_write_manifest", write_manifest_then_compete)
 
 
 def test_of_two_racing_saves_the_later_one_fails_and_the_first_checkpoint_is_intact(tmp_path, monkeypatch):
@@ -533,18 +536,18 @@ def test_a_save_racing_an_overwrite_keeps_both_checkpoints(tmp_path, monkeypatch
     old, new, competitor = (_init_params(config, seed=s) for s in (1, 2, 3))
     target = tmp_path / "ck"
     da.save_checkpoint(target, params=old, config=config, step=1)
-    real_rename = ckpt_module._rename_noreplace
+    real_rename = commit_module._rename_noreplace
     renames = []
 
     def rename(src, dst):
         real_rename(src, dst)
         renames.append(dst)
         if len(renames) == 1:  # the old checkpoint was just moved aside
-            monkeypatch.setattr(ckpt_module, "_rename_noreplace", real_rename)
+            monkeypatch.setattr(commit_module, "_rename_noreplace", real_rename)
             da.save_checkpoint(target, params=competitor, config=config, step=3)
-            monkeypatch.setattr(ckpt_module, "_rename_noreplace", rename)
+            monkeypatch.setattr(commit_module, "_rename_noreplace", rename)
 
-    monkeypatch.setattr(ckpt_module, "_rename_noreplace", rename)
+    monkeypatch.setattr(commit_module, "_rename_noreplace", rename)
     with pytest.raises(FileExistsError, match="previous checkpoint is kept whole at") as info:
         da.save_checkpoint(target, params=new, config=config, step=2, overwrite=True)
     aside = renames[0]
@@ -559,10 +562,10 @@ def test_a_save_racing_an_overwrite_keeps_both_checkpoints(tmp_path, monkeypatch
 @pytest.mark.parametrize("renameat2", ["libc", "fallback"])
 @pytest.mark.parametrize("dst_kind", ["checkpoint", "file", "empty_dir"])
 def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, renameat2, dst_kind):
-    if renameat2 == "libc" and ckpt_module._renameat2() is None:
+    if renameat2 == "libc" and commit_module._renameat2() is None:
         pytest.skip("renameat2 is not available here")
     if renameat2 == "fallback":
-        monkeypatch.setattr(ckpt_module, "_renameat2", lambda: None)
+        monkeypatch.setattr(commit_module, "_renameat2", lambda: None)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "new").write_bytes(b"new")
@@ -575,14 +578,14 @@ def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, renameat2, dst_k
         dst.mkdir()
     before = _snapshot(tmp_path)
     with pytest.raises(FileExistsError):
-        ckpt_module._rename_noreplace(src, dst)
+        commit_module._rename_noreplace(src, dst)
     assert _snapshot(tmp_path) == before
     if renameat2 == "fallback" and dst_kind != "empty_dir":
         # The fallback's race: `dst` appears after its existence check. os.rename then fails (POSIX
         # refuses a directory onto a file or a non-empty directory); only an empty one could be replaced.
-        monkeypatch.setattr(ckpt_module.os.path, "lexists", lambda p: False)
+        monkeypatch.setattr(commit_module.os.path, "lexists", lambda p: False)
         with pytest.raises(FileExistsError):
-            ckpt_module._rename_noreplace(src, dst)
+            commit_module._rename_noreplace(src, dst)
         monkeypatch.undo()
         assert _snapshot(tmp_path) == before
 

@@ -36,7 +36,7 @@ from flax import linen as nn
 from jax.test_util import check_grads
 
 import dreamer_actor as da
-from dreamer_actor._src import checkpoint as ckpt_module
+from dreamer_actor._src import checkpoint_format as ckpt_format
 from dreamer_actor._src.config import ACTIVATIONS
 from dreamer_actor._src.fused_norm import FusedLayerNormAct, FusedRMSNormAct, layer_norm_act, rms_norm_act
 from dreamer_actor._src.networks import RMSNorm
@@ -325,7 +325,7 @@ def test_params_of_the_unfused_actor_load_and_give_the_same_outputs(norm, activa
     # What a checkpoint restore compares (`checkpoint._leaf_specs` of `Actor.init`'s shapes): every
     # leaf's path, shape and dtype. eval_shape: no init to compile.
     specs = [jax.eval_shape(m.init, jax.random.key(0), hidden, stoch) for m in (old, new)]
-    assert ckpt_module._leaf_specs(specs[0]) == ckpt_module._leaf_specs(specs[1])
+    assert ckpt_format._leaf_specs(specs[0]) == ckpt_format._leaf_specs(specs[1])
     # The old Actor's param tree with trained-looking values (norm scales and biases off their init).
     rng = np.random.default_rng(2)
 
