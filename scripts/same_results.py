@@ -44,7 +44,9 @@ for estimator in ("reinforce", "dynamics", "mix"):
     state, step = im.init_train_state(jax.random.key(0), config), im.make_train_step(config)
     for _ in range(2):
         state, _ = step(state)
-    print(estimator, hashlib.sha256(flax.serialization.to_bytes(jax.device_get(state))).hexdigest())
+    arrays = (state.actor_params, state.critic_params, state.slow_critic_params, state.actor_opt, state.critic_opt,
+              state.normalizer, state.starts, jax.random.key_data(state.key))
+    print(estimator, hashlib.sha256(flax.serialization.to_bytes(jax.device_get(arrays))).hexdigest())
 """
 
 
@@ -57,6 +59,14 @@ def strip(curve: dict) -> dict:
     return curve
 
 
+def _run(cmd: list[str], tree: pathlib.Path, env: dict[str, str]) -> str:
+    """Runs `cmd` in `tree`; its stdout, or SystemExit with its stderr's tail."""
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed in {tree}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
 def run_tree(tree: pathlib.Path, out: pathlib.Path) -> dict[str, object]:
     """Every job's result with `tree`'s code: world-model bytes and stripped curve per env, example hashes."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -64,11 +74,10 @@ def run_tree(tree: pathlib.Path, out: pathlib.Path) -> dict[str, object]:
     for env_id, flags in RUNS.items():
         folder = out / env_id
         cmd = [sys.executable, "-m", "dreamer_actor.agent", "--env", env_id, *TINY, *flags, "--out", str(folder)]
-        subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True)
+        _run(cmd, tree, env)
         results[f"{env_id} world model"] = (folder / "world_model.msgpack").read_bytes()
         results[f"{env_id} curve"] = strip(json.loads((folder / "curve.json").read_text()))
-    example = subprocess.run([sys.executable, "-c", EXAMPLE], cwd=tree, env=env, check=True, capture_output=True)
-    results["example states"] = example.stdout.decode()
+    results["example states"] = _run([sys.executable, "-c", EXAMPLE], tree, env)
     return results
 
 
