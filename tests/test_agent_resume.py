@@ -13,6 +13,7 @@ import time
 import flax.serialization
 import flax.traverse_util
 import gymnasium as gym
+import jax
 import numpy as np
 import pytest
 
@@ -211,6 +212,20 @@ def test_load_names_a_damaged_or_foreign_file(finished_run, tmp_path):
     policy = load(src)
     with pytest.raises(ValueError, match=r"Policy: `obs` must have shape \(4,\)"):
         policy(np.zeros(3))
+
+
+def test_run_json_records_what_wrote_the_run(finished_run):
+    """run.json says which code made the run: the package's git commit (as `git rev-parse HEAD` in its folder gives
+    it), the versions and the CPU."""
+    import dreamer_actor
+
+    written_by = json.loads((finished_run[0] / "run.json").read_text())["written_by"]
+    git = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=pathlib.Path(dreamer_actor.__file__).parent, capture_output=True, text=True
+    )
+    assert written_by["git_commit"] == (git.stdout.strip() if git.returncode == 0 else None)
+    assert written_by["dreamer_actor"] == dreamer_actor.__version__ and written_by["jax"] == jax.__version__
+    assert isinstance(written_by["cpu"], str) and written_by["cpu"]
 
 
 def test_load_reads_an_agent_json_with_the_retired_actor_fields(finished_run, tmp_path):

@@ -471,6 +471,41 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+def provenance() -> dict[str, Any]:
+    """What produced a run, for `run.json`: package and jax versions, the git commit of the code (None outside a
+    git checkout; `git_dirty` when the checkout has uncommitted changes), the CPU model and Python."""
+    import platform
+    import subprocess
+
+    import dreamer_actor
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=pathlib.Path(dreamer_actor.__file__).parent, capture_output=True, text=True,
+                timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "dreamer_actor": dreamer_actor.__version__,
+        "git_commit": commit,
+        "git_dirty": None if commit is None else bool(git("status", "--porcelain", "--untracked-files=no")),
+        "jax": jax.__version__,
+        "cpu": cpu,
+        "python": platform.python_version(),
+    }
+
+
 def _write_json(path: pathlib.Path, content: Any) -> None:
     """Writes JSON through a temporary file and a rename: a reader never sees half a file."""
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
@@ -659,7 +694,9 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 # Again, now that the folder is ours: nothing appeared meanwhile that is not a run's.
                 check_out_dir(out, overwrite=run.overwrite, claimed=True)
                 _remove_previous_run(out)
-                _write_json(out / RUN_FILE, {"format": RUN_FORMAT, "run": dataclasses.asdict(run)})
+                _write_json(
+                    out / RUN_FILE, {"format": RUN_FORMAT, "run": dataclasses.asdict(run), "written_by": provenance()}
+                )
         if resume:
             loop.restore(out)
         else:
