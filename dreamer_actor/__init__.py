@@ -1,9 +1,10 @@
 """dreamer_actor: the actor (policy) of a JAX Dreamer agent.
 
-The flat core is below; each distribution family has a namespace with the same verbs
-(`dreamer_actor.tanh_normal`, `.bounded_normal`, `.categorical`: `head`, `sample`,
-`log_prob`, `entropy`, `mode`), and the building blocks live in submodules
-(`dreamer_actor.networks`, `.train`, `.distributions`).
+The flat core is below: `act`, and one checked function per verb for every distribution
+family (`policy_head`, `policy_sample`, `policy_log_prob`, `policy_entropy`, `policy_mode`,
+dispatching on `config.distribution`). Each family's module holds its parameters and its own
+maths (`dreamer_actor.tanh_normal`, `.bounded_normal`, `.categorical`); the building blocks live
+in `dreamer_actor.networks`, `.train` and `.distributions`.
 """
 
 from dreamer_actor import bounded_normal as bounded_normal

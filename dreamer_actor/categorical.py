@@ -1,8 +1,8 @@
 """`categorical`: discrete (and multi-discrete) actions with DreamerV3's uniform mix.
 
-The family protocol (`head`, `sample`, `log_prob`, `entropy`, `mode`, checked, on
-`Params(logits)`) plus `probs` and `log_probs`; see
-`dreamer_actor._src.distributions.categorical` for the maths.
+Its parameters `Params(logits)` (what `policy_head` returns for a categorical config;
+`policy_sample`, `policy_log_prob`, ... take them) and the mixed distribution's `probs` and
+`log_probs`; see `dreamer_actor._src.distributions.categorical` for the maths.
 """
 
 from typing import Any as _Any
@@ -12,20 +12,12 @@ import jax as _jax
 from dreamer_actor._src import validation as _validation
 from dreamer_actor._src.distributions import categorical as _family
 from dreamer_actor._src.distributions.categorical import Params as Params
-from dreamer_actor._src.namespace import family_functions as _family_functions
-
-_functions = _family_functions("categorical")
-head = _functions.head
-sample = _functions.sample
-log_prob = _functions.log_prob
-entropy = _functions.entropy
-mode = _functions.mode
 
 
 def _logits(dist: _Any, config: _Any, fn: str) -> Params:
     _validation.config(config, fn, "categorical")
     if not isinstance(dist, tuple) or len(dist) != 1:
-        raise ValueError(f"{fn}: `dist` must be Params(logits) (from `head`), got {type(dist).__name__}.")
+        raise ValueError(f"{fn}: `dist` must be Params(logits) (from `policy_head`), got {type(dist).__name__}.")
     return Params(_validation.last_dim(dist[0], "dist.logits", config.action_dim, fn))
 
 
@@ -39,4 +31,4 @@ def log_probs(dist: Params, config: _Any) -> _jax.Array:
     return _family.log_probs(_logits(dist, config, "categorical.log_probs"), config)
 
 
-__all__ = ("Params", "entropy", "head", "log_prob", "log_probs", "mode", "probs", "sample")
+__all__ = ("Params", "log_probs", "probs")

@@ -425,7 +425,7 @@ plt.show()
 # * The docstrings: every public function states its shapes, e.g. `help(da.act)`.
 # * Other action spaces: `da.ActorConfig.from_space` also takes `Discrete` / `MultiDiscrete` spaces
 #   (`categorical`), and `distribution="bounded_normal"` gives official DreamerV3's bounded Gaussian;
-#   `da.distributions.names()` lists the families, each with the same verbs (`da.tanh_normal.sample`, ...).
+#   `da.distributions.names()` lists the families, each behind the same `da.policy_*` verbs.
 
 # %%
 print(f"notebook ran in {time.perf_counter() - START:.0f} s (quick={QUICK})")

@@ -29,7 +29,7 @@ def test_training_outputs_match_module_and_pure_functions(setup):
     out = da.act(params, cfg, h, z, key, training=True)
     assert isinstance(out, da.ActorOutput)
     assert out.action.shape == (4, 3, 2) and out.log_prob.shape == (4, 3) and out.entropy.shape == (4, 3)
-    mean, log_std = da.tanh_normal.head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
+    mean, log_std = da.policy_head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
     action, u = da.sample_action(key, mean, log_std, cfg)
     np.testing.assert_allclose(out.action, action, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out.raw_sample, u, rtol=1e-6, atol=1e-6)
@@ -97,7 +97,7 @@ def test_per_sample_act_vmapped_over_time_and_batch_equals_batched_call(setup):
     # Sampling per element with its own key equals the batched call with those noises.
     keys = jax.random.split(jax.random.key(7), 12).reshape(4, 3)
     per = jax.vmap(jax.vmap(lambda k, hh, zz: da.act(params, cfg, hh, zz, k, training=True)))(keys, h, z)
-    mean, log_std = da.tanh_normal.head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
+    mean, log_std = da.policy_head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
     eps = jax.vmap(jax.vmap(lambda k: standard_normal(k, (2,))))(keys)
     u = mean + jnp.exp(log_std) * eps
     np.testing.assert_allclose(per.action, da.tanh_normal.squash(u, cfg), rtol=1e-5, atol=1e-5)
@@ -134,7 +134,7 @@ class ActVariantsTest(chex.TestCase):
         out = self.variant(lambda p, c, hh, zz, k: da.act(p, c, hh, zz, k, training=True))(
             params, cfg, h, z, jax.random.key(1)
         )
-        mean, log_std = da.tanh_normal.head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
+        mean, log_std = da.policy_head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
         a, u = da.sample_action(jax.random.key(1), mean, log_std, cfg)
         np.testing.assert_allclose(out.action, a, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(
@@ -242,7 +242,7 @@ def test_bounded_normal_raw_sample_is_unclipped_and_the_action_clipped():
     scale, bias = (HIGH - LOW) / 2, (HIGH + LOW) / 2
     np.testing.assert_allclose(action, np.clip(raw, -1.0, 1.0) * scale + bias, rtol=1e-6, atol=1e-6)
     # The log-prob is the Normal's at the unclipped sample (numpy float64).
-    dist = da.bounded_normal.head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
+    dist = da.policy_head(da.Actor.from_config(cfg).apply(params, h, z), cfg)
     m, s = (np.asarray(x, np.float64) for x in dist)
     x = np.asarray(outs[0].raw_sample, np.float64)
     ref = np.sum(-0.5 * ((x - m) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi) - np.log(scale), -1)

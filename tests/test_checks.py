@@ -134,15 +134,15 @@ def test_categorical_nan_logits_give_nan_actions_never_a_valid_one_hot():
             assert action.shape == (3, 4) and bool(jnp.all(jnp.isnan(action))), action
     # The same from the family functions, with a NaN in one logit of one row only.
     logits = jnp.zeros((2, 4)).at[1, 2].set(jnp.nan)
-    action, raw = da.categorical.sample(jax.random.key(2), (logits,), cfg)
-    mode = da.categorical.mode((logits,), cfg)
+    action, raw = da.policy_sample(jax.random.key(2), (logits,), cfg)
+    mode = da.policy_mode((logits,), cfg)
     for a in (action, raw, mode):
         np.testing.assert_array_equal(np.asarray(a[0]).sum(), 1.0)
         assert bool(jnp.all(jnp.isnan(a[1])))
     # Multi-discrete: only the head holding the NaN is NaN.
     multi = da.ActorConfig.create(distribution="categorical", action_dims=(2, 3), layers=1, units=8)
     logits = jnp.zeros((5,)).at[3].set(jnp.nan)
-    for a in (da.categorical.sample(jax.random.key(3), (logits,), multi)[0], da.categorical.mode((logits,), multi)):
+    for a in (da.policy_sample(jax.random.key(3), (logits,), multi)[0], da.policy_mode((logits,), multi)):
         np.testing.assert_array_equal(np.asarray(a[:2]).sum(), 1.0)
         assert bool(jnp.all(jnp.isnan(a[2:])))
 

@@ -18,7 +18,6 @@ import pytest
 from scipy import integrate, stats
 
 import dreamer_actor as da
-from dreamer_actor._src import namespace as da_namespace
 
 KINDS = ("tanh_normal", "bounded_normal", "categorical")
 LOW, HIGH = np.array([-2.0, 0.0, -1.0]), np.array([3.0, 0.5, 1.0])
@@ -49,13 +48,13 @@ def test_bounded_normal_params_are_dreamerv3_tanh_mean_and_sigmoid_std():
     cfg = _config("bounded_normal", min_std=0.2, max_std=1.5)
     raw = jax.random.normal(jax.random.key(0), (2, 5, 3)) * 4.0
     raw_std = jax.random.normal(jax.random.key(1), (2, 5, 3)) * 4.0
-    mean, std = da.bounded_normal.head(jnp.concatenate([raw, raw_std], -1), cfg)
+    mean, std = da.policy_head(jnp.concatenate([raw, raw_std], -1), cfg)
     ref_mean, ref_std = _np_bounded_params(raw, raw_std, 0.2, 1.5)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(std, ref_std, rtol=1e-6)
     assert float(std.min()) > 0.2 and float(std.max()) < 1.5
     # raw_std = 0 gives (max - min) * sigmoid(2) + min (DreamerV3's initial std).
-    _, std0 = da.bounded_normal.head(jnp.zeros(6), cfg)
+    _, std0 = da.policy_head(jnp.zeros(6), cfg)
     np.testing.assert_allclose(std0, 1.3 / (1 + math.exp(-2.0)) + 0.2, rtol=1e-6)
 
 
@@ -65,9 +64,9 @@ def test_bounded_normal_log_prob_matches_distrax_and_numpy():
     std = jnp.array([[0.2, 0.5, 1.0], [0.15, 0.9, 0.3]])
     x = jnp.array([[0.1, -0.7, 0.95], [0.4, -0.3, 0.0]])  # interior: clip is a no-op
     scale, bias = (HIGH - LOW) / 2, (HIGH + LOW) / 2
-    lp_raw = da.bounded_normal.log_prob((mean, std), cfg, raw_sample=x)
+    lp_raw = da.policy_log_prob((mean, std), cfg, raw_sample=x)
     action = np.asarray(x, np.float64) * scale + bias
-    lp_act = da.bounded_normal.log_prob((mean, std), cfg, action=jnp.asarray(action, jnp.float32))
+    lp_act = da.policy_log_prob((mean, std), cfg, action=jnp.asarray(action, jnp.float32))
     # numpy closed form, float64
     m, s, xx = (np.asarray(v, np.float64) for v in (mean, std, x))
     ref = np.sum(-0.5 * ((xx - m) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi) - np.log(scale), -1)
@@ -89,7 +88,7 @@ def test_bounded_normal_entropy_closed_form_and_quadrature():
     cfg = _config("bounded_normal")
     mean = jnp.array([0.3, -0.8, 0.0])
     std = jnp.array([0.12, 0.6, 0.95])
-    ent = float(da.bounded_normal.entropy((mean, std), cfg))
+    ent = float(da.policy_entropy((mean, std), cfg))
     scale, bias = (HIGH - LOW) / 2, (HIGH + LOW) / 2
     closed = float(np.sum(0.5 * np.log(2 * np.pi * np.e) + np.log(np.asarray(std, np.float64)) + np.log(scale)))
     assert ent == pytest.approx(closed, rel=1e-6)
@@ -112,7 +111,7 @@ def test_bounded_normal_sample_clips_to_bounds_and_has_the_right_moments():
     n = 20_000
     mean = jnp.broadcast_to(jnp.array([0.3, -0.9, 0.0]), (n, 3))
     std = jnp.broadcast_to(jnp.array([0.2, 0.5, 0.05]), (n, 3))
-    action, x = da.bounded_normal.sample(jax.random.key(0), (mean, std), cfg)
+    action, x = da.policy_sample(jax.random.key(0), (mean, std), cfg)
     x64 = np.asarray(x, np.float64)
     # 5-sigma bounds on the sample mean and std of N(mean, std) (fixed seed).
     se_mean = np.array([0.2, 0.5, 0.05]) / math.sqrt(n)
@@ -128,15 +127,15 @@ def test_bounded_normal_sample_clips_to_bounds_and_has_the_right_moments():
 def test_bounded_normal_mode_and_log_prob_of_a_clipped_action():
     cfg = _config("bounded_normal")
     raw_mean, raw_std = jnp.array([0.5, -30.0, 0.0]), jnp.zeros(3)
-    mean, std = da.bounded_normal.head(jnp.concatenate([raw_mean, raw_std]), cfg)
+    mean, std = da.policy_head(jnp.concatenate([raw_mean, raw_std]), cfg)
     mode = da.policy_mode((mean, std), cfg)
-    np.testing.assert_array_equal(da.bounded_normal.mode((mean, std), cfg), mode)
+    np.testing.assert_array_equal(da.policy_mode((mean, std), cfg), mode)
     scale, bias = (HIGH - LOW) / 2, (HIGH + LOW) / 2
     np.testing.assert_allclose(mode, np.tanh([0.5, -30.0, 0.0]) * scale + bias, rtol=1e-6, atol=1e-7)
     # An action at the bound: the Normal density there (finite; DreamerV3's approximation).
     at_bound = jnp.asarray(HIGH, jnp.float32)
-    lp = da.bounded_normal.log_prob((mean, std), cfg, action=at_bound)
-    ref = da.bounded_normal.log_prob((mean, std), cfg, raw_sample=jnp.ones(3))
+    lp = da.policy_log_prob((mean, std), cfg, action=at_bound)
+    ref = da.policy_log_prob((mean, std), cfg, raw_sample=jnp.ones(3))
     np.testing.assert_allclose(lp, ref, rtol=1e-6)
 
 
@@ -149,13 +148,13 @@ def test_categorical_probs_log_probs_entropy_match_numpy():
     ref = _np_mixed_probs(logits, 0.05)
     np.testing.assert_allclose(da.categorical.probs((logits,), cfg), ref, rtol=1e-5)
     np.testing.assert_allclose(da.categorical.log_probs((logits,), cfg), np.log(ref), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(da.categorical.entropy((logits,), cfg), -np.sum(ref * np.log(ref), -1), rtol=1e-5)
+    np.testing.assert_allclose(da.policy_entropy((logits,), cfg), -np.sum(ref * np.log(ref), -1), rtol=1e-5)
     onehot = jax.nn.one_hot(jnp.array([[0, 1, 2, 4]] * 3), 5)
     ref_lp = np.log(np.take_along_axis(ref, np.array([[0, 1, 2, 4]] * 3)[..., None], -1))[..., 0]
-    np.testing.assert_allclose(da.categorical.log_prob((logits,), cfg, action=onehot), ref_lp, rtol=1e-5)
+    np.testing.assert_allclose(da.policy_log_prob((logits,), cfg, action=onehot), ref_lp, rtol=1e-5)
     # Integer indices give the same numbers.
     np.testing.assert_allclose(
-        da.categorical.log_prob((logits,), cfg, action=jnp.array([[0, 1, 2, 4]] * 3)), ref_lp, rtol=1e-5
+        da.policy_log_prob((logits,), cfg, action=jnp.array([[0, 1, 2, 4]] * 3)), ref_lp, rtol=1e-5
     )
     # unimix = 0: a plain softmax.
     cfg0 = _config("categorical", action_dim=5, unimix=0.0)
@@ -180,9 +179,7 @@ def test_categorical_unimix_floor_holds_at_extreme_logits(logits):
     worst = jnp.argmin(logits)
 
     def objective(z):
-        return da.categorical.log_prob((z,), cfg, action=jax.nn.one_hot(worst, len(logits))) + da.categorical.entropy(
-            (z,), cfg
-        )
+        return da.policy_log_prob((z,), cfg, action=jax.nn.one_hot(worst, len(logits))) + da.policy_entropy((z,), cfg)
 
     grad = jax.grad(objective)(logits)
     assert bool(jnp.all(jnp.isfinite(grad)))
@@ -193,13 +190,11 @@ def test_categorical_straight_through_forward_is_onehot_and_gradient_is_that_of_
     logits = jax.random.normal(jax.random.key(0), (4, 6)) * 2.0
     weights = jax.random.normal(jax.random.key(1), (4, 6))
     key = jax.random.key(2)
-    action, raw = da.categorical.sample(key, (logits,), cfg, reparameterize=True)
+    action, raw = da.policy_sample(key, (logits,), cfg, reparameterize=True)
     np.testing.assert_array_equal(action, raw)  # forward value is exactly one-hot
     assert set(np.unique(np.asarray(action)).tolist()) <= {0.0, 1.0}
     np.testing.assert_array_equal(np.asarray(action).sum(-1), 1.0)
-    grad_st = jax.grad(lambda z: jnp.sum(weights * da.categorical.sample(key, (z,), cfg, reparameterize=True)[0]))(
-        logits
-    )
+    grad_st = jax.grad(lambda z: jnp.sum(weights * da.policy_sample(key, (z,), cfg, reparameterize=True)[0]))(logits)
     grad_probs = jax.grad(lambda z: jnp.sum(weights * da.categorical.probs((z,), cfg)))(logits)
     np.testing.assert_allclose(grad_st, grad_probs, rtol=1e-6, atol=1e-7)
     # ... and that of the numpy probabilities, by central finite differences (float64).
@@ -212,7 +207,7 @@ def test_categorical_straight_through_forward_is_onehot_and_gradient_is_that_of_
         fd[idx] = (f(z0 + dz) - f(z0 - dz)) / (2 * eps)
     np.testing.assert_allclose(grad_st, fd, rtol=1e-4, atol=1e-6)
     # Without reparameterize the action carries no gradient (REINFORCE).
-    grad_sg = jax.grad(lambda z: jnp.sum(weights * da.categorical.sample(key, (z,), cfg)[0]))(logits)
+    grad_sg = jax.grad(lambda z: jnp.sum(weights * da.policy_sample(key, (z,), cfg)[0]))(logits)
     np.testing.assert_array_equal(grad_sg, 0.0)
 
 
@@ -220,7 +215,7 @@ def test_categorical_sample_frequencies_match_probs():
     cfg = _config("categorical", action_dim=5, unimix=0.1)
     logits = jnp.array([2.0, 0.0, -1.0, 1.0, -8.0])
     n = 20_000
-    action, _ = da.categorical.sample(jax.random.key(7), (jnp.broadcast_to(logits, (n, 5)),), cfg)
+    action, _ = da.policy_sample(jax.random.key(7), (jnp.broadcast_to(logits, (n, 5)),), cfg)
     counts = np.asarray(action, np.float64).sum(0)
     expected = n * _np_mixed_probs(logits, 0.1)
     chi2 = float(np.sum((counts - expected) ** 2 / expected))
@@ -239,7 +234,7 @@ def test_categorical_mode_is_onehot_argmax():
 
 def test_categorical_out_of_range_indices_give_nan():
     cfg = _config("categorical", action_dim=3)
-    lp = da.categorical.log_prob((jnp.zeros((3, 3)),), cfg, action=jnp.array([0, 3, -1]))
+    lp = da.policy_log_prob((jnp.zeros((3, 3)),), cfg, action=jnp.array([0, 3, -1]))
     assert math.isfinite(float(lp[0])) and bool(jnp.all(jnp.isnan(lp[1:])))
 
 
@@ -252,20 +247,20 @@ def test_multi_discrete_heads_are_independent_categoricals():
     refs = [_np_mixed_probs(seg, 0.03) for seg in segments]
     np.testing.assert_allclose(da.categorical.probs((logits,), cfg), np.concatenate(refs, -1), rtol=1e-5)
     ref_ent = sum(-np.sum(p * np.log(p), -1) for p in refs)
-    np.testing.assert_allclose(da.categorical.entropy((logits,), cfg), ref_ent, rtol=1e-5)
+    np.testing.assert_allclose(da.policy_entropy((logits,), cfg), ref_ent, rtol=1e-5)
     index = np.array([[1, 3, 0], [0, 0, 2], [1, 2, 1], [0, 1, 0], [1, 0, 2]])
     ref_lp = sum(np.log(p[np.arange(5), index[:, h]]) for h, p in enumerate(refs))
     onehot = np.concatenate([np.eye(d)[index[:, h]] for h, d in enumerate(dims)], -1)
     np.testing.assert_allclose(
-        da.categorical.log_prob((logits,), cfg, action=jnp.asarray(onehot, jnp.float32)), ref_lp, rtol=1e-5
+        da.policy_log_prob((logits,), cfg, action=jnp.asarray(onehot, jnp.float32)), ref_lp, rtol=1e-5
     )
-    np.testing.assert_allclose(da.categorical.log_prob((logits,), cfg, action=jnp.asarray(index)), ref_lp, rtol=1e-5)
-    mode = np.asarray(da.categorical.mode((logits,), cfg))
+    np.testing.assert_allclose(da.policy_log_prob((logits,), cfg, action=jnp.asarray(index)), ref_lp, rtol=1e-5)
+    mode = np.asarray(da.policy_mode((logits,), cfg))
     ref_mode = np.concatenate([np.eye(d)[np.argmax(seg, -1)] for seg, d in zip(segments, dims, strict=True)], -1)
     np.testing.assert_array_equal(mode, ref_mode)
     # Samples: one choice per head, per-head frequencies match (chi-square, p = 0.001, fixed seed).
     n = 20_000
-    action, _ = da.categorical.sample(jax.random.key(3), (jnp.broadcast_to(logits[0], (n, 9)),), cfg)
+    action, _ = da.policy_sample(jax.random.key(3), (jnp.broadcast_to(logits[0], (n, 9)),), cfg)
     per_head = np.split(np.asarray(action, np.float64), np.cumsum(dims)[:-1], axis=-1)
     for h, (a, d) in enumerate(zip(per_head, dims, strict=True)):
         np.testing.assert_array_equal(a.sum(-1), 1.0)
@@ -274,7 +269,7 @@ def test_multi_discrete_heads_are_independent_categoricals():
         assert chi2 < stats.chi2.ppf(0.999, df=d - 1), (h, chi2)
     # Straight-through per head: gradient of probs.
     w = jax.random.normal(jax.random.key(4), (5, 9))
-    g_st = jax.grad(lambda z: jnp.sum(w * da.categorical.sample(jax.random.key(5), (z,), cfg, reparameterize=True)[0]))(
+    g_st = jax.grad(lambda z: jnp.sum(w * da.policy_sample(jax.random.key(5), (z,), cfg, reparameterize=True)[0]))(
         logits
     )
     g_p = jax.grad(lambda z: jnp.sum(w * da.categorical.probs((z,), cfg)))(logits)
@@ -284,9 +279,9 @@ def test_multi_discrete_heads_are_independent_categoricals():
     probs = da.categorical.probs((extreme,), cfg)
     floors = np.concatenate([np.full(d, 0.03 / d, np.float32) for d in dims])
     assert bool(jnp.all(probs >= floors))
-    g = jax.grad(
-        lambda z: da.categorical.log_prob((z,), cfg, action=jnp.array([1, 1, 1])) + da.categorical.entropy((z,), cfg)
-    )(extreme)
+    g = jax.grad(lambda z: da.policy_log_prob((z,), cfg, action=jnp.array([1, 1, 1])) + da.policy_entropy((z,), cfg))(
+        extreme
+    )
     assert bool(jnp.all(jnp.isfinite(g)))  # (exactly 0 here: every softmax is saturated)
 
 
@@ -643,28 +638,6 @@ def test_protocol_shapes_dtypes_support_and_gradients(family_name, batch, jit):
     assert float(jnp.abs(grad(raw, True)).max()) > 0.0
     g_lp = jax.grad(lambda r: jnp.sum(da.policy_log_prob(da.policy_head(r, cfg), cfg, raw_sample=raw_sample)))(raw)
     assert bool(jnp.all(jnp.isfinite(g_lp))) and float(jnp.abs(g_lp).max()) > 0.0
-
-
-def test_family_namespace_rejects_another_familys_config(family_name):
-    cfg = _family_config(family_name)
-    other = _family_config("categorical" if family_name != "categorical" else "tanh_normal")
-    namespace = getattr(da, family_name, None) or da_namespace.family_functions(family_name)
-    raw = jnp.zeros(other.family.num_outputs(other))
-    dist = da.policy_head(raw, other)
-    calls = {
-        "head": lambda: namespace.head(raw, other),
-        "sample": lambda: namespace.sample(jax.random.key(0), dist, other),
-        "log_prob": lambda: namespace.log_prob(dist, other, raw_sample=jnp.zeros(other.action_dim)),
-        "entropy": lambda: namespace.entropy(dist, other, key=jax.random.key(0)),
-        "mode": lambda: namespace.mode(dist, other),
-    }
-    for verb, call in calls.items():
-        with pytest.raises(ValueError, match=rf"{family_name}\.{verb}: needs a '{family_name}' config"):
-            call()
-    # ... and accepts its own.
-    own = namespace.head(jnp.zeros(cfg.family.num_outputs(cfg)), cfg)
-    assert isinstance(own, cfg.family.Params)
-    assert namespace.mode(own, cfg).shape == (cfg.action_dim,)
 
 
 def test_a_fourth_family_is_one_module_and_one_register_call(clipped_normal):

@@ -53,14 +53,14 @@ def test_log_std_and_mean_stay_in_range_for_huge_raw_outputs():
     params = model.init(jax.random.key(0), h, z)
     # Blow the output layer up so raw outputs reach +-1e5.
     params = jax.tree_util.tree_map_with_path(lambda p, x: x * 1e5 if "out" in jax.tree_util.keystr(p) else x, params)
-    mean, log_std = da.tanh_normal.head(model.apply(params, h, z), cfg)
+    mean, log_std = da.policy_head(model.apply(params, h, z), cfg)
     assert float(jnp.abs(mean).max()) > 2.9 and float(jnp.abs(mean).max()) <= 3.0
     assert float(log_std.min()) >= -4.0 and float(log_std.max()) <= 1.5
     # Both ends are reached (saturating sigmoid), and values are finite.
     assert float(log_std.min()) < -3.9 and float(log_std.max()) > 1.4
     assert bool(jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(log_std)))
     # The squash is smooth: gradients are finite.
-    grads = jax.grad(lambda p: jnp.sum(da.tanh_normal.head(model.apply(p, h[:2], z[:2]), cfg).log_std))(params)
+    grads = jax.grad(lambda p: jnp.sum(da.policy_head(model.apply(p, h[:2], z[:2]), cfg).log_std))(params)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
@@ -73,12 +73,12 @@ def test_log_std_squash_matches_its_formula():
     frac = (math.log(0.5) + 5.0) / 7.0
     offset = math.log(frac / (1 - frac))
     ref = -5.0 + 7.0 / (1.0 + np.exp(-(raw + offset)))
-    mean, log_std = da.tanh_normal.head(both, cfg)
+    mean, log_std = da.policy_head(both, cfg)
     np.testing.assert_allclose(log_std[:, 0], ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(da.tanh_normal.head(jnp.zeros(2), cfg).log_std, [math.log(0.5)], atol=1e-6)
+    np.testing.assert_allclose(da.policy_head(jnp.zeros(2), cfg).log_std, [math.log(0.5)], atol=1e-6)
     np.testing.assert_allclose(mean[:, 0], 5.0 * np.tanh(raw / 5.0), rtol=1e-5, atol=1e-6)
     unlimited = cfg.replace(mean_limit=None)
-    np.testing.assert_array_equal(da.tanh_normal.head(both, unlimited).mean[:, 0], np.asarray(both[:, 0]))
+    np.testing.assert_array_equal(da.policy_head(both, unlimited).mean[:, 0], np.asarray(both[:, 0]))
 
 
 @pytest.mark.parametrize("init_std", [1.0, 0.3])
@@ -87,7 +87,7 @@ def test_std_at_init_is_init_std(init_std):
     model = da.Actor.from_config(cfg)
     h = jax.random.normal(jax.random.key(5), (256, 8))
     z = jax.random.normal(jax.random.key(6), (256, 6))
-    mean, log_std = da.tanh_normal.head(model.apply(model.init(jax.random.key(7), h, z), h, z), cfg)
+    mean, log_std = da.policy_head(model.apply(model.init(jax.random.key(7), h, z), h, z), cfg)
     # output_scale 0.01 keeps raw outputs ~0.1: the batch-mean log_std is within 0.05 nats of log(init_std).
     np.testing.assert_allclose(np.mean(np.asarray(log_std)), math.log(init_std), atol=0.05)
     assert float(jnp.abs(log_std - math.log(init_std)).max()) < 0.5
@@ -104,9 +104,7 @@ def test_bfloat16_trunk_outputs_float32_close_to_float32_trunk():
     out32 = da.Actor.from_config(cfg32).apply(params, h, z)
     out16 = da.Actor.from_config(cfg16).apply(params, h, z)
     # Compare the raw outputs and the head's parameters (mean, log_std) of both trunks.
-    for a, b in zip(
-        (out32, *da.tanh_normal.head(out32, cfg32)), (out16, *da.tanh_normal.head(out16, cfg16)), strict=True
-    ):
+    for a, b in zip((out32, *da.policy_head(out32, cfg32)), (out16, *da.policy_head(out16, cfg16)), strict=True):
         assert b.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(b)))
         # bfloat16 has an 8-bit mantissa (relative step 2^-8 = 0.004) per op, over 3 layers.
         np.testing.assert_allclose(b, a, atol=0.1, rtol=0.05)

@@ -200,9 +200,9 @@ def test_sampled_and_mode_actions_lie_inside_random_float32_boxes_exactly():
         k1, k2 = jax.random.split(key)
         sampled, u = da.sample_action(k1, mean, log_std, cfg)
         reparameterized, _ = da.sample_action(k2, mean, log_std, cfg, reparameterize=True)
-        via_namespace, _ = tn.sample(k2, (mean, log_std), cfg)
-        modes = (tn.mode_action(mean, cfg), tn.mode((mean, log_std), cfg), da.policy_mode((mean, log_std), cfg))
-        return jnp.stack([sampled, reparameterized, via_namespace, *modes]), u
+        via_policy, _ = da.policy_sample(k2, (mean, log_std), cfg)
+        modes = (tn.mode_action(mean, cfg), da.policy_mode((mean, log_std), cfg))
+        return jnp.stack([sampled, reparameterized, via_policy, *modes]), u
 
     max_abs_u, saturated_rows = 0.0, 0
     for i, box in enumerate(boxes):

@@ -131,15 +131,15 @@ def test_initial_outputs_scale_with_output_scale(kind):
     params, cfg = outs[0.01]
     raw = da.Actor.from_config(cfg).apply(params, hidden, stoch)
     if kind == "categorical":
-        probs = da.categorical.probs(da.categorical.head(raw, cfg), cfg)
+        probs = da.categorical.probs(da.policy_head(raw, cfg), cfg)
         assert float(jnp.abs(probs - 1 / cfg.action_dim).mean()) < 0.01
     elif kind == "bounded_normal":
-        mean, std = da.bounded_normal.head(raw, cfg)
+        mean, std = da.policy_head(raw, cfg)
         init_std = (cfg.max_std - cfg.min_std) / (1 + math.exp(-2.0)) + cfg.min_std
         assert float(jnp.abs(mean).mean()) < 0.1
         assert float(jnp.abs(std - init_std).mean()) < 0.02
     else:
-        mean, log_std = da.tanh_normal.head(raw, cfg)
+        mean, log_std = da.policy_head(raw, cfg)
         assert float(jnp.abs(mean).mean()) < 0.1
         assert float(jnp.abs(log_std - math.log(cfg.init_std)).mean()) < 0.15
 

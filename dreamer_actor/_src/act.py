@@ -11,9 +11,11 @@ The whole data path, for every family (`family = config.family`, chosen at trace
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from dreamer_actor._src import validation
 from dreamer_actor._src.networks import Actor
@@ -84,7 +86,23 @@ def act(
       >>> act(params, cfg, h, z, jax.random.key(1), training=False).shape
       (4, 1)
     """
-    fn = "act"
+    return run(params, config, hidden, stoch, key, training, deterministic, reparameterize, "act")
+
+
+def run(
+    params: Any,
+    config: Any,
+    hidden: jax.Array,
+    stoch: jax.Array,
+    key: jax.Array | None,
+    training: bool,
+    deterministic: bool,
+    reparameterize: bool,
+    fn: str,
+    check_finite: Callable[[jax.Array, str], None] | None = None,
+) -> ActorOutput | jax.Array:
+    """`act`'s one data path, shared with `checked_act`: `fn` names the public function in errors, and
+    `check_finite(x, name)` (checked_act's run-time check) sees every input and intermediate."""
     family = validation.config(config, fn)
     validation.python_bool(training, "training", fn)
     validation.python_bool(deterministic, "deterministic", fn)
@@ -94,12 +112,25 @@ def act(
     if not deterministic:
         validation.key(key, "key", fn)
     validation.actor_params(params, config, fn)
-    dist = family.head(Actor.from_config(config).apply(params, hidden, stoch), config)
+    check = check_finite or (lambda x, name: None)
+    if check_finite is not None:
+        check(jnp.asarray(hidden), "hidden")
+        check(jnp.asarray(stoch), "stoch")
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+            check(leaf, f"params{jax.tree_util.keystr(path)}")
+    raw = Actor.from_config(config).apply(params, hidden, stoch)
+    check(raw, "the network's raw outputs")
+    dist = family.head(raw, config)
     if deterministic:
-        return family.mode(dist, config)
+        action = family.mode(dist, config)
+        check(action, "action")
+        return action
     action, raw_sample = family.sample(key, dist, config, reparameterize=reparameterize)
+    check(action, "action")
     if not training:
         return action
     log_prob = family.log_prob(dist, config, raw_sample=jax.lax.stop_gradient(raw_sample))
     entropy = family.entropy(dist, config, raw_sample=raw_sample)
+    check(log_prob, "log_prob")
+    check(entropy, "entropy")
     return ActorOutput(action, raw_sample, log_prob, entropy)

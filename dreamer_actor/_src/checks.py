@@ -26,9 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from dreamer_actor._src import policy, validation
-from dreamer_actor._src.act import ActorOutput
-from dreamer_actor._src.networks import Actor
+from dreamer_actor._src import act, policy
 
 
 def _check_finite(x: jax.Array, name: str) -> None:
@@ -64,7 +62,7 @@ def _log_prob_with_checks(
                 jnp.all(config.family.in_support(action32, _widened_by_one_ulp(config))),
                 f"action outside the support of {config.distribution} (bounds [low, high], or a one-hot)",
             )
-    out = policy.policy_log_prob(dist, config, raw_sample=raw_sample, action=action, _fn="checked_log_prob")
+    out = policy.log_prob(dist, config, raw_sample, action, "checked_log_prob")
     _check_finite(out, "log_prob")
     return out
 
@@ -80,35 +78,13 @@ def _act_with_checks(
     deterministic: bool = False,
     reparameterize: bool = False,
 ):
-    fn = "checked_act"
-    family = validation.config(config, fn)
-    validation.python_bool(training, "training", fn)
-    validation.python_bool(deterministic, "deterministic", fn)
-    validation.python_bool(reparameterize, "reparameterize", fn)
-    if training and deterministic:
-        raise ValueError(f"{fn}: `deterministic=True` is for acting only (training needs samples).")
-    _check_finite(jnp.asarray(hidden), "hidden")
-    _check_finite(jnp.asarray(stoch), "stoch")
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        _check_finite(leaf, f"params{jax.tree_util.keystr(path)}")
-    validation.actor_params(params, config, fn)
-    raw = Actor.from_config(config).apply(params, hidden, stoch)
-    _check_finite(raw, "the network's raw outputs")
-    dist = family.head(raw, config)
-    if deterministic:
-        action = family.mode(dist, config)
-    else:
-        validation.key(key, "key", fn)
-        action, raw_sample = family.sample(key, dist, config, reparameterize=reparameterize)
-    _check_finite(action, "action")
-    checkify.check(jnp.all(family.in_support(jax.lax.stop_gradient(action), config)), "action outside its support")
-    if not training:
-        return action
-    log_prob = family.log_prob(dist, config, raw_sample=jax.lax.stop_gradient(raw_sample))
-    entropy = family.entropy(dist, config, raw_sample=raw_sample)
-    _check_finite(log_prob, "log_prob")
-    _check_finite(entropy, "entropy")
-    return ActorOutput(action, raw_sample, log_prob, entropy)
+    out = act.run(
+        params, config, hidden, stoch, key, training, deterministic, reparameterize, "checked_act", _check_finite
+    )
+    action = out.action if training else out
+    in_support = config.family.in_support(jax.lax.stop_gradient(action), config)
+    checkify.check(jnp.all(in_support), "action outside its support")
+    return out
 
 
 checked_log_prob = checkify.checkify(_log_prob_with_checks, errors=checkify.user_checks)

@@ -12,9 +12,9 @@ are exact on) next to the `action` (what the environment gets). `A` is
 `config.action_dim` and `[...]` any batch shape, e.g. `[T, B]`.
 
 Each function checks its arguments once (trace time, errors naming the argument) and calls
-the family's unchecked function; the per-family namespaces (`dreamer_actor.tanh_normal`,
-...) are these functions restricted to one family. All maths runs in float32 (float64
-under x64), whatever the trunk computed in.
+the family's unchecked function. These five are the one public path per verb, for every
+family: an agent's code names the family once, in its config. All maths runs in float32
+(float64 under x64), whatever the trunk computed in.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import jax
 from dreamer_actor._src import validation
 
 
-def _dist(dist: Any, config: Any, fn: str, family_name: str | None = None) -> tuple[Any, Any]:
+def _dist(dist: Any, config: Any, fn: str) -> tuple[Any, Any]:
     """Checks `config` and `dist` (the family's parameters); returns `(family, Params)` promoted to float32."""
-    family = validation.config(config, fn, family_name)
+    family = validation.config(config, fn)
     fields = family.Params._fields
     if not isinstance(dist, tuple) or len(dist) != len(fields):
         raise ValueError(
@@ -45,15 +45,15 @@ def _dist(dist: Any, config: Any, fn: str, family_name: str | None = None) -> tu
     return family, family.Params(first, *(x.astype(dtype) for x in rest))
 
 
-def policy_head(raw: jax.Array, config: Any, *, _fn: str = "policy_head", _family: str | None = None) -> Any:
+def policy_head(raw: jax.Array, config: Any) -> Any:
     """The distribution's parameters from the actor's raw outputs, `[..., num_outputs] -> Params`.
 
     `Actor` returns `raw`; see each family's module for its head (tanh_normal: a soft-limited
     mean and a sigmoid-bounded log-std; bounded_normal: DreamerV3's tanh mean and sigmoid
     std; categorical: the logits as they are).
     """
-    fn = _fn
-    family = validation.config(config, fn, _family)
+    fn = "policy_head"
+    family = validation.config(config, fn)
     raw = validation.last_dim(raw, "raw", family.num_outputs(config), fn, "the family's num_outputs")
     return family.head(raw, config)
 
@@ -64,8 +64,6 @@ def policy_sample(
     config: Any,
     *,
     reparameterize: bool = False,
-    _fn: str = "policy_sample",
-    _family: str | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Samples an action.
 
@@ -87,8 +85,12 @@ def policy_sample(
       >>> float(a.sum())
       1.0
     """
-    fn = _fn
-    family, dist = _dist(dist, config, fn, _family)
+    return sample(key, dist, config, reparameterize, "policy_sample")
+
+
+def sample(key: Any, dist: Any, config: Any, reparameterize: bool, fn: str) -> tuple[jax.Array, jax.Array]:
+    """`policy_sample` with the public function's name `fn` in its errors (also `sample_action`'s)."""
+    family, dist = _dist(dist, config, fn)
     validation.key(key, "key", fn)
     validation.python_bool(reparameterize, "reparameterize", fn)
     return family.sample(key, dist, config, reparameterize=reparameterize)
@@ -100,8 +102,6 @@ def policy_log_prob(
     *,
     raw_sample: jax.Array | None = None,
     action: jax.Array | None = None,
-    _fn: str = "policy_log_prob",
-    _family: str | None = None,
 ) -> jax.Array:
     """Log-probability, `[...]` float32. Give exactly one of:
 
@@ -113,8 +113,12 @@ def policy_log_prob(
     The gradient w.r.t. `dist` is the score function (REINFORCE); `raw_sample` / `action`
     are data (differentiated only if the caller passes a differentiable one).
     """
-    fn = _fn
-    family, dist = _dist(dist, config, fn, _family)
+    return log_prob(dist, config, raw_sample, action, "policy_log_prob")
+
+
+def log_prob(dist: Any, config: Any, raw_sample: Any, action: Any, fn: str) -> jax.Array:
+    """`policy_log_prob` with the public function's name `fn` in its errors (also checked's and the seed's)."""
+    family, dist = _dist(dist, config, fn)
     name, given = validation.one_of(fn, raw_sample=raw_sample, action=action)
     given = family.check_action(given, name, dist[0].shape[:-1], config, fn)
     return family.log_prob(dist, config, **{name: given})
@@ -127,8 +131,6 @@ def policy_entropy(
     raw_sample: jax.Array | None = None,
     key: jax.Array | None = None,
     num_samples: int = 1,
-    _fn: str = "policy_entropy",
-    _family: str | None = None,
 ) -> jax.Array:
     """Entropy in nats, `[...]`.
 
@@ -138,8 +140,12 @@ def policy_entropy(
     * categorical: exact.
     The last two ignore `raw_sample`, `key` and `num_samples`.
     """
-    fn = _fn
-    family, dist = _dist(dist, config, fn, _family)
+    return entropy(dist, config, raw_sample, key, num_samples, "policy_entropy")
+
+
+def entropy(dist: Any, config: Any, raw_sample: Any, key: Any, num_samples: int, fn: str) -> jax.Array:
+    """`policy_entropy` with the public function's name `fn` in its errors (also `entropy_estimate`'s)."""
+    family, dist = _dist(dist, config, fn)
     if family.ENTROPY_IS_ESTIMATE:
         name, _ = validation.one_of(fn, raw_sample=raw_sample, key=key)
         if name == "key":
@@ -157,18 +163,16 @@ def policy_entropy(
     return family.entropy(dist, config, raw_sample=raw_sample, key=key, num_samples=num_samples)
 
 
-def policy_mode(dist: Any, config: Any, *, _fn: str = "policy_mode", _family: str | None = None) -> jax.Array:
+def policy_mode(dist: Any, config: Any) -> jax.Array:
     """Deterministic action for evaluation, `[..., A]` float32 in `[low, high]`.
 
     tanh_normal: `tanh(mean) * scale + bias`; bounded_normal: `mean * scale + bias`;
     categorical: the one-hot argmax (per head).
     """
-    family, dist = _dist(dist, config, _fn, _family)
+    return mode(dist, config, "policy_mode")
+
+
+def mode(dist: Any, config: Any, fn: str) -> jax.Array:
+    """`policy_mode` with the public function's name `fn` in its errors (also `mode_action`'s)."""
+    family, dist = _dist(dist, config, fn)
     return family.mode(dist, config)
-
-
-def policy_in_support(action: jax.Array, config: Any) -> jax.Array:
-    """`[...]` bool: `action` lies in the family's support (in bounds; a valid one-hot)."""
-    family = validation.config(config, "policy_in_support")
-    action = family.check_action(action, "action", jax.numpy.shape(action)[:-1], config, "policy_in_support")
-    return family.in_support(action, config)

@@ -1,4 +1,4 @@
-"""The tanh-Gaussian seed functions on `(mean, log_std)`: checked wrappers of the family's protocol."""
+"""The tanh-Gaussian seed functions on `(mean, log_std)`: `policy_*` for a tanh_normal config, named in errors."""
 
 from __future__ import annotations
 
@@ -49,9 +49,7 @@ def sample_action(
       True
     """
     mean, log_std = _mean_log_std(mean, log_std, config, "sample_action")
-    return policy.policy_sample(
-        key, (mean, log_std), config, reparameterize=reparameterize, _fn="sample_action", _family=_NAME
-    )
+    return policy.sample(key, (mean, log_std), config, reparameterize, "sample_action")
 
 
 def log_prob_with_tanh_correction(
@@ -92,14 +90,7 @@ def log_prob_with_tanh_correction(
       -0.9189
     """
     mean, log_std = _mean_log_std(mean, log_std, config, "log_prob_with_tanh_correction")
-    return policy.policy_log_prob(
-        (mean, log_std),
-        config,
-        raw_sample=raw_sample,
-        action=action,
-        _fn="log_prob_with_tanh_correction",
-        _family=_NAME,
-    )
+    return policy.log_prob((mean, log_std), config, raw_sample, action, "log_prob_with_tanh_correction")
 
 
 def entropy_estimate(
@@ -134,15 +125,7 @@ def entropy_estimate(
       `[...]` entropy estimates in nats.
     """
     mean, log_std = _mean_log_std(mean, log_std, config, "entropy_estimate")
-    return policy.policy_entropy(
-        (mean, log_std),
-        config,
-        raw_sample=raw_sample,
-        key=key,
-        num_samples=num_samples,
-        _fn="entropy_estimate",
-        _family=_NAME,
-    )
+    return policy.entropy((mean, log_std), config, raw_sample, key, num_samples, "entropy_estimate")
 
 
 def mode_action(mean: jax.Array, config: Any) -> jax.Array:
@@ -153,7 +136,7 @@ def mode_action(mean: jax.Array, config: Any) -> jax.Array:
     """
     validation.config(config, "mode_action", _NAME)
     mean = validation.last_dim(mean, "mean", config.action_dim, "mode_action")
-    return policy.policy_mode((mean, jax.numpy.zeros_like(mean)), config, _fn="mode_action", _family=_NAME)
+    return policy.mode((mean, jax.numpy.zeros_like(mean)), config, "mode_action")
 
 
 def as_distrax(mean: jax.Array, log_std: jax.Array, config: Any):
@@ -164,5 +147,5 @@ def as_distrax(mean: jax.Array, log_std: jax.Array, config: Any):
     prefer `log_prob_with_tanh_correction` for stored actions.
     """
     mean, log_std = _mean_log_std(mean, log_std, config, "as_distrax")
-    _, dist = policy._dist((mean, log_std), config, "as_distrax", _NAME)
+    _, dist = policy._dist((mean, log_std), config, "as_distrax")
     return tanh_normal.as_distrax(dist, config)

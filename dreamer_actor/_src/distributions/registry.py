@@ -17,8 +17,8 @@ actions (`config.action_dim`) and any batch shape `[...]`:
 
 `raw_sample` is what log-probs are exact on (the pre-squash `u`, the unclipped Normal
 sample, the one-hot); `action` is what the environment gets. The family functions are
-unchecked: the public functions (`dreamer_actor.policy_*`, `act`, the per-family
-namespaces) check their arguments once and call them. Dispatch happens at trace time, on
+unchecked: the public functions (`dreamer_actor.policy_*`, `act`, the seed's tanh-Gaussian
+functions) check their arguments once and call them. Dispatch happens at trace time, on
 the static `config.distribution`.
 
 A new family is one module implementing the protocol plus one line in `_BUILTIN` (or a
