@@ -7,10 +7,8 @@ compute the same loss (a benchmark of a different computation would mean nothing
 
 from __future__ import annotations
 
-import collections
 import json
 import pathlib
-import re
 import subprocess
 import sys
 import warnings
@@ -177,61 +175,6 @@ def test_first_layer_forms_give_the_same_loss_and_gradients():
     with pytest.raises(ValueError, match="first_layer_form: `form`"):
         with actor_step.first_layer_form("split"):
             pass
-
-
-def test_thunk_categories_name_what_each_instruction_of_the_step_computes():
-    """Every ENTRY instruction of the compiled step gets a category; the products, the Actor's input
-    concatenation and the norm modules are found where the HLO has them."""
-    from benchmarks import round_two_probes
-
-    config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
-    hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
-    stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
-    params = actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch)
-    args = (params, config, hidden, stoch, jax.random.normal(jax.random.key(2), (5, 7)), jax.random.key(3))
-    text = jax.jit(jax.grad(actor_step.ours_loss)).lower(*args).compile().as_text()
-    categories = round_two_probes.thunk_categories(text)
-    entry = text[text.index("\nENTRY") :]
-    names = {m.group(1) for m in re.finditer(r"\n\s*(?:ROOT )?%([\w.\-]+) = ", entry)}
-    assert set(categories) == names
-    # The Actor's input: hidden (12) and the flattened stoch (4 x 3) into [5, 7, 24].
-    inputs = {m.group(1) for m in re.finditer(r"%([\w.\-]+) = f32\[(?:5,7|35),24\]\S* \w+\(%hidden\S*, %stoch", entry)}
-    assert len(inputs) == 1
-    assert {n for n, c in categories.items() if c == "input concatenation"} == inputs
-    counts = collections.Counter(categories.values())
-    # 3 Dense layers: 3 forward products and 3 weight gradients at least.
-    assert counts["matrix products"] >= 6
-    assert counts["norm + activation"] >= 2
-    assert set(counts) <= {
-        "matrix products",
-        "input concatenation",
-        "materialized broadcasts",
-        "layout copies",
-        "norm + activation",
-        "head, loss, noise",
-    }
-
-
-def test_every_compiler_option_set_compiles_the_step_to_the_same_gradient():
-    """Each `COMPILER_OPTIONS` set is an option XLA knows (an unknown name fails to compile), the set
-    that turns YNNPACK's fusions off leaves none, and each set's gradients agree with the default
-    compilation's to float rounding."""
-    from benchmarks import round_two_probes
-
-    config = actor_step.da.ActorConfig.create(-1.0, 1.0, action_dim=2, layers=2, units=16)
-    hidden = jax.random.normal(jax.random.key(0), (5, 7, 12))
-    stoch = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (5, 7, 4), 0, 3), 3)
-    params = actor_step.da.Actor.from_config(config).init(jax.random.key(4), hidden, stoch)
-    args = (params, config, hidden, stoch, jax.random.normal(jax.random.key(2), (5, 7)), jax.random.key(3))
-    compiled = round_two_probes._compiled_per_option(jax.jit(jax.grad(actor_step.ours_loss)), *args)
-    assert set(compiled) == set(round_two_probes.COMPILER_OPTIONS)
-    assert compiled["no YNNPACK fusions"].as_text().count("__ynn_fusion") == 0
-    want = jax.tree.leaves(compiled["default"](*args))
-    for name, c in compiled.items():
-        for got, ref in zip(jax.tree.leaves(c(*args)), want, strict=True):
-            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, err_msg=name)
-    with pytest.raises(Exception, match="no_such_option"):
-        jax.jit(jnp.sin).lower(1.0).compile(compiler_options={"xla_cpu_no_such_option": True})
 
 
 @pytest.mark.slow

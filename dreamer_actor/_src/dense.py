@@ -2,14 +2,12 @@
 
 Why: autodiff of `x @ W` gives the weight gradient `dW = x^T g` as a `dot_general` that
 contracts the batch dims of both operands. XLA CPU runs that product, transposed on both
-sides, on its Eigen fallback: timed alone at the actor's first layer (`x` `[15360, 1536]`,
-`g` `[15360, 256]`) it took 70.6 ms where numpy takes 49.5 ms. Asking for
+sides, on its slow Eigen fallback, well behind numpy on the same operands. Asking for
 `(g^T x)^T` instead, with an `optimization_barrier` on `g^T x` so that XLA cannot fold the
 final (kernel-sized, cheap) transpose back into the product, gives it a product with the
-contraction on the right operand's rows, which it runs on its fast GEMM (YNNPACK): 58.4 ms
-alone, and 0.85-0.91x the time of the actor's whole training step with `nn.Dense`
-(`python -m benchmarks.round_two_probes dense`, `benchmarks/README.md`). The barrier only
-orders this computation; values are unchanged.
+contraction on the right operand's rows, which it runs on its fast GEMM (YNNPACK): the
+product alone and the actor's whole training step both take less time than with `nn.Dense`.
+The barrier only orders this computation; values are unchanged.
 
 Maths, with `x` flattened to rows `[N, K]` and `g` to `[N, F]`:
 
@@ -25,17 +23,18 @@ Caveats:
 Several inputs: `Dense` also takes a tuple of arrays `(x_1, ..., x_n)`, `[..., K_i]` each, and
 computes the same layer as on their concatenation `[..., sum K_i]` (one kernel, the same
 params). On many rows of a narrow layer it computes `sum_i x_i @ W_i` on the kernel's row
-blocks instead, so the concatenated input is never written. Measured as the actor's training
-step with the first layer forced to each form (`python -m benchmarks.round_two_probes split`,
-three runs on a 2-core Xeon VM, time of the sum / time of the concatenation; inputs 512 + 1024):
-15,360 rows of 256 units 0.902, 0.927, 0.941; 4,096 rows of 256 units 0.931, 0.933, 0.968;
-1,024 rows 1.003, 0.980, 0.963; 15,360 rows of 512 units 0.976 (one run); 4,096 rows of 1024
-units 1.030, 1.010, 1.009; the agent's `[8192, 128 + 128]` -> 128 heads 1.020-1.027 of the update
-(`... round_two_probes agent-split` at commit 69771f5), so the agent concatenates. At acting
-sizes (1 to 16 rows) two products cost more than one product and a copy (`... round_two_probes
-act`). Hence the rule in `_sum_of_products`. The two forms agree to float rounding, not bit for
-bit. In a compute dtype narrower than float32 the layer always concatenates (each product would
-be rounded to it before the sum).
+blocks instead, so the concatenated input is never written. Timed as the actor's training step
+with the first layer forced to each form (inputs 512 + 1024), the sum is faster on 4,096 rows
+and more of a 256-unit layer, about even on 1,024 rows and slower on a 1024-unit layer; on the
+agent's `[8192, 128 + 128]` -> 128 heads it made the update slower, so the agent concatenates.
+At acting sizes (1 to 16 rows) two products cost more than one product and a copy. How much the
+sum gains depends on the machine. Hence the rule in `_sum_of_products`. The two forms agree to
+float rounding, not bit for bit. In a compute dtype narrower than float32 the layer always
+concatenates (each product would be rounded to it before the sum).
+
+The timings behind both choices are in `benchmarks/README.md`: "Round two, afternoon", **The
+weight gradient** (the `dense` probe), and "Round two, evening", **The input concatenation,
+measured again** (the `split`, `agent-split` and `act` probes).
 """
 
 from __future__ import annotations
@@ -100,7 +99,7 @@ def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 # Where a sum of products pays (see the module docstring): the rows of the layer's input and
-# its output width, measured on one 2-core Xeon VM; below or above them, concatenate.
+# its output width, measured on one machine (`benchmarks/README.md`); below or above them, concatenate.
 SUM_OF_PRODUCTS_MIN_ROWS = 4096
 SUM_OF_PRODUCTS_MAX_FEATURES = 256
 

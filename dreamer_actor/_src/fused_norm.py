@@ -26,16 +26,18 @@ with `gz = dy * act'(z)` (the activation's own `jax.vjp`: elementwise, XLA fuses
   LayerNorm:  dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
   RMSNorm:    dx = r * (gh - xhat * mean(gh * xhat))
 
-Two choices are about how XLA CPU compiles this, not the maths (values change by float rounding):
+Two choices are about how XLA CPU compiles this, not the maths (values change by float rounding).
+XLA CPU compiles each row reduction into a YNNPACK fusion, which takes no implicit broadcast (a
+broadcast operand is written out at `[..., F]` first) and may also write out a broadcast of its
+result at that full size:
   * The backward's row means are products with `scale / F` (`mean(gh) = gz . (scale / F)`,
     `_row_dot`), so the scale is never broadcast to `[..., F]` for a reduction.
   * The forward's row statistics pass through an `optimization_barrier` (`_row_stats_barrier`),
     so `r`'s broadcast to `[..., F]` is not written out by the reductions' fusion.
-Measured on a 2-core AMD EPYC, interleaved (`python -m benchmarks.round_two_probes norm-barrier`,
-`norm-backward`, `norm-rms`; `benchmarks/README.md`), the core without both took 1.098 of the
-actor's S training step's time, 1.071 at L, and 1.060 and 1.052 of the agent's update
-(Pendulum-v1, CartPole-v1); RMSNorm's core without them 1.087 at S and 1.059 at L. Gradients
-agree to 1e-6 relative.
+Without both, the LayerNorm core made the actor's training step and the agent's update measurably
+slower, and the RMSNorm core the actor's training step (the `norm-backward`, `norm-barrier` and
+`norm-rms` probes; the numbers are in `benchmarks/README.md`, "Round three", **The forward's row
+statistics behind a barrier**). Gradients agree to 1e-6 relative.
 
 Caveats:
   * A `custom_vjp` has no forward mode of its own: `jax.jvp` and `jax.jacfwd` of these

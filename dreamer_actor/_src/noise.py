@@ -9,9 +9,9 @@ arrays the values differ from `jax.random.normal(key, shape)` for the same key.
 Why not `jax.random.normal` directly: XLA on CPU fuses the noise computation (the bits'
 conversion to uniforms and the `erf_inv` polynomial) into the single elementwise kernel of the
 gradient, whose root concatenates the mean and log-std gradients, and that kernel runs several
-times slower than the same maths on a materialized noise array (measured on the head of
-DreamerV3's batch, 15,360 x 6 actions: 6.1 ms for value and gradient with
-`jax.random.normal`, 1.2 ms with this). XLA's simplifier removes every value-preserving
+times slower than the same maths on a materialized noise array (the head's value and gradient
+at DreamerV3's batch, 15,360 x 6 actions; the numbers are in `benchmarks/README.md`, "Engineering
+log", **What we changed to get there**). XLA's simplifier removes every value-preserving
 barrier we tried (`optimization_barrier`, slice-and-concatenate, pad-and-slice), so the
 concatenation of two genuinely different draws is what keeps the noise a separate buffer.
 It costs nothing elsewhere: the same number of random bits, one extra `split`.
@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 # Below this many elements the fusion costs little and the extra `split` and second draw
-# cost more (acting on one state, benchmark `act` at batch 1: 170 us with the split, 137 us
-# without), so small arrays are one plain draw.
+# cost more (acting on one state: the benchmark's `act` at batch 1, `benchmarks/README.md`,
+# "Engineering log"), so small arrays are one plain draw.
 _SPLIT_FROM_SIZE = 4096
 
 

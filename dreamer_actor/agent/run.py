@@ -397,8 +397,8 @@ def loop_act(
 
     `obs [N, O]` and `is_first [N]` go into the jitted step as NumPy arrays, and the actions come
     back with one copy each: `jnp.asarray` on the inputs and indexing on the device are calls into
-    JAX of their own, which took this step from 259 to 467 us on one env
-    (`python -m benchmarks.round_two_probes agent-act`, benchmarks/README.md).
+    JAX of their own, which nearly doubled this step's time on one env (the `agent-act` probe; the
+    numbers are in benchmarks/README.md, "Round two, evening", **The agent's acting step**).
     """
     latent, action, model_action = policy_step(
         wm_params, actor_params, latent, prev, np.asarray(obs, np.float32), np.asarray(is_first, bool), key, step,
