@@ -254,3 +254,19 @@ def test_update_bound_counts_each_product_once_per_loop_trip():
     assert forward["shapes"] == {(32, 64, 64, 1): 7, (24, 40, 48, 3): 1} and not forward["unknown_trip_loops"]
     backward = dot_flops(jax.jit(jax.grad(f, argnums=(0, 1))).lower(*args).compile().as_text())
     assert backward["flops"] == 3 * 2 * 32 * 64 * 64 * 7
+
+
+def test_per_example_step_finds_the_old_paths_weight_gradient_per_example():
+    """`benchmarks.per_example_step` on tiny batches: the old vmapped path's largest buffer is a weight gradient
+    per example (`[T, B, K, F]`), the library's step and the batched one hold nothing that large, and the
+    outputs of old and new agree."""
+    from benchmarks import per_example_step
+
+    horizon, inputs, units = 15, 512 + 32 * 32, 256
+    row = per_example_step.measure(2, repeats=1, with_old=True)
+    per_example = horizon * 2 * inputs * units
+    assert row["compiled"]["vmapped act (before)"]["largest_f32_array_elements"] >= per_example
+    for name in ("make_actor_train_step", "batched act + adam"):
+        assert row["compiled"][name]["largest_f32_array_elements"] < per_example // 4, name
+    assert max(row["max_abs_diff_new_vs_old"].values()) < 1e-5
+    assert set(row["median_s"]) == {"make_actor_train_step", "batched act + adam", "vmapped act (before)"}

@@ -89,6 +89,10 @@ def act(
     return run(params, config, hidden, stoch, key, training, deterministic, reparameterize, "act")
 
 
+def no_check(x: jax.Array, name: str) -> None:
+    del x, name
+
+
 def run(
     params: Any,
     config: Any,
@@ -112,7 +116,7 @@ def run(
     if not deterministic:
         validation.key(key, "key", fn)
     validation.actor_params(params, config, fn)
-    check = check_finite or (lambda x, name: None)
+    check = check_finite or no_check
     if check_finite is not None:
         check(jnp.asarray(hidden), "hidden")
         check(jnp.asarray(stoch), "stoch")
@@ -120,6 +124,20 @@ def run(
             check(leaf, f"params{jax.tree_util.keystr(path)}")
     raw = Actor.from_config(config).apply(params, hidden, stoch)
     check(raw, "the network's raw outputs")
+    return outputs(family, config, raw, key, training, deterministic, reparameterize, check)
+
+
+def outputs(
+    family: Any,
+    config: Any,
+    raw: jax.Array,
+    key: jax.Array | None,
+    training: bool,
+    deterministic: bool,
+    reparameterize: bool,
+    check: Callable[[jax.Array, str], None],
+) -> ActorOutput | jax.Array:
+    """The family's part of `act` on the network's raw outputs `[..., num_outputs]` (arguments checked)."""
     dist = family.head(raw, config)
     if deterministic:
         action = family.mode(dist, config)

@@ -26,6 +26,7 @@ from flax import struct
 NORMS = ("layer", "rms", "none")
 ACTIVATIONS = ("silu", "relu", "elu", "gelu", "tanh")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+KERNELS = ("auto", "cpu", "flax")
 _LEAVES = ("low", "high", "scale", "bias")
 # exp() of a log-std beyond this overflows float32 in the log-prob's z-score.
 LOG_STD_LIMIT = 80.0
@@ -142,6 +143,13 @@ class ActorConfig:
         so a fresh policy starts near mean 0 and its initial std).
       dtype: compute dtype of the trunk (`"float32"` or `"bfloat16"`); the distribution
         maths always runs in float32 (float64 under x64).
+      kernels: how the trunk's Dense and norm + activation layers are computed, with the same
+        params and outputs to float rounding: `"cpu"`, the custom VJPs tuned for XLA CPU
+        (`_src/dense.py`, `_src/fused_norm.py`; reverse mode only, `jax.jvp` raises `TypeError`);
+        `"flax"`, `nn.Dense`, `nn.LayerNorm` / `RMSNorm` and the activation (forward mode works);
+        `"auto"` (default), `"cpu"` where `jax.default_backend()` is the CPU when the actor is
+        traced, `"flax"` on GPU and TPU, where the CPU kernels have not been measured faster
+        (`jax.export` for a GPU from a CPU host traces on the CPU: say `"flax"` there).
     """
 
     low: jax.Array
@@ -164,6 +172,7 @@ class ActorConfig:
     action_dims: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
     output_scale: float = struct.field(pytree_node=False, default=0.01)
     dtype: str = struct.field(pytree_node=False, default="float32")
+    kernels: str = struct.field(pytree_node=False, default="auto")
 
     @classmethod
     def static_fields(cls) -> tuple[str, ...]:
@@ -384,6 +393,8 @@ class ActorConfig:
             fail("activation", f"one of {ACTIVATIONS}")
         if self.dtype not in DTYPES:
             fail("dtype", f"one of {DTYPES}")
+        if self.kernels not in KERNELS:
+            fail("kernels", f"one of {KERNELS}")
         if isinstance(self.output_scale, bool) or not (
             isinstance(self.output_scale, int | float) and math.isfinite(self.output_scale) and self.output_scale > 0
         ):

@@ -8,12 +8,13 @@ on their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dreamer_actor._src.config import ActorConfig
+from dreamer_actor._src.config import KERNELS, ActorConfig
 from dreamer_actor._src.dense import Dense
 from dreamer_actor._src.fused_norm import FusedLayerNormAct, FusedRMSNormAct
 
@@ -35,6 +36,23 @@ class RMSNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
         return (x32 * jnp.broadcast_to(scale, x32.shape)).astype(self.dtype)
+
+
+def cpu_kernels(kernels: str, fn: str = "kernels") -> bool:
+    """Whether `kernels` (`ActorConfig.kernels`) means the CPU-tuned custom VJPs, decided at trace time:
+    `"cpu"`, or `"auto"` while `jax.default_backend()` is the CPU."""
+    if kernels not in KERNELS:
+        raise ValueError(f"{fn}: `kernels` must be one of {KERNELS}, got {kernels!r}.")
+    return kernels == "cpu" or (kernels == "auto" and jax.default_backend() == "cpu")
+
+
+def _flax_norm_act(x: jax.Array, norm: str, activation: str, dtype: Any, param_dtype: Any, name: str) -> jax.Array:
+    """The plain flax composition the fused modules replace (same params): norm, then the activation."""
+    if norm == "layer":
+        y = nn.LayerNorm(epsilon=1e-3, dtype=dtype, param_dtype=param_dtype, name=name)(x)
+    else:
+        y = RMSNorm(eps=1e-4, dtype=dtype or jnp.float32, name=name)(x)
+    return getattr(jax.nn, activation)(y)
 
 
 def _latent_parts(hidden: jax.Array, stoch: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -85,6 +103,8 @@ class Actor(nn.Module):
     each Dense is `_src/dense.py`'s (`nn.Dense`'s params and outputs, a weight gradient XLA CPU
     runs faster), so params of the plain flax composition load unchanged. Both are `custom_vjp`s:
     reverse mode (and reverse over reverse, `jax.hessian`) works, `jax.jvp` raises `TypeError`.
+    They are what `kernels="cpu"` (and `"auto"` on a CPU backend) computes with; `kernels="flax"`
+    (and `"auto"` on GPU and TPU) uses that plain composition itself.
     The first Dense gets `hidden` and the flattened `stoch` as two inputs: on many rows (a
     training batch) it sums two products instead of concatenating them first, which agrees with
     the concatenated form to float rounding.
@@ -102,6 +122,8 @@ class Actor(nn.Module):
       activation: name of a `jax.nn` activation.
       output_scale: variance scale of the output layer's initializer.
       dtype: compute dtype of the trunk; params are `param_dtype` (float32).
+      kernels: `"auto"`, `"cpu"` (the custom VJPs) or `"flax"` (flax's layers; forward mode works),
+        as `ActorConfig.kernels`.
     """
 
     num_outputs: int
@@ -111,6 +133,7 @@ class Actor(nn.Module):
     output_scale: float = 0.01
     dtype: str = "float32"
     param_dtype: str = "float32"
+    kernels: str = "auto"
 
     @classmethod
     def from_config(cls, config: ActorConfig) -> Actor:
@@ -121,35 +144,41 @@ class Actor(nn.Module):
             activation=config.activation,
             output_scale=config.output_scale,
             dtype=config.dtype,
+            kernels=config.kernels,
         )
 
     @nn.compact
     def __call__(self, hidden: jax.Array, stoch: jax.Array) -> jax.Array:
         """Args: `hidden [..., H]`, `stoch [..., Z]` or `[..., S, C]`. Returns `[..., num_outputs]`."""
         dtype = jnp.dtype(self.dtype)
-        # The first Dense gets the two parts: it concatenates them, or, on many rows, sums two
+        cpu = cpu_kernels(self.kernels, "Actor")
+        dense = Dense if cpu else nn.Dense
+        parts = tuple(part.astype(dtype) for part in _latent_parts(hidden, stoch))
+        # The CPU Dense gets the two parts: it concatenates them, or, on many rows, sums two
         # products so the concatenated input is never written (`_src/dense.py`).
-        x = tuple(part.astype(dtype) for part in _latent_parts(hidden, stoch))
+        x = parts if cpu else jnp.concatenate(parts, axis=-1)
         for i, width in enumerate(self.hidden_sizes):
             # The norm supplies the shift, so the Dense needs no bias (as DreamerV3).
-            x = Dense(
+            x = dense(
                 width,
                 use_bias=self.norm == "none",
                 dtype=dtype,
                 param_dtype=self.param_dtype,
                 name=f"dense_{i}",
             )(x)
+            if self.norm == "none":
+                x = getattr(jax.nn, self.activation)(x)
+            elif not cpu:
+                x = _flax_norm_act(x, self.norm, self.activation, dtype, self.param_dtype, f"norm_{i}")
             # norm_i then the activation, fused: XLA CPU compiles autodiff of the unfused pair
             # into several passes with the scale broadcast to [..., F] (`_src/fused_norm.py`).
-            if self.norm == "layer":
+            elif self.norm == "layer":
                 x = FusedLayerNormAct(
                     self.activation, eps=1e-3, dtype=dtype, param_dtype=self.param_dtype, name=f"norm_{i}"
                 )(x)
-            elif self.norm == "rms":
-                x = FusedRMSNormAct(self.activation, eps=1e-4, dtype=dtype, name=f"norm_{i}")(x)
             else:
-                x = getattr(jax.nn, self.activation)(x)
-        out = Dense(
+                x = FusedRMSNormAct(self.activation, eps=1e-4, dtype=dtype, name=f"norm_{i}")(x)
+        out = dense(
             self.num_outputs,
             dtype=dtype,
             param_dtype=self.param_dtype,
@@ -167,7 +196,8 @@ class MLP(nn.Module):
     critic): each Dense is `_src/dense.py`'s and each norm + SiLU one fused op (`_src/fused_norm.py`),
     so the params are exactly `nn.Dense`'s and `nn.LayerNorm`'s / `RMSNorm`'s followed by
     `jax.nn.silu` (the plain flax composition's params load unchanged), with backwards XLA CPU runs
-    faster. Reverse mode works; `jax.jvp` raises `TypeError` (as the Actor's).
+    faster. Reverse mode works; `jax.jvp` raises `TypeError` (as the Actor's). `kernels` picks them or
+    flax's own layers, as `ActorConfig.kernels`.
 
     Attributes:
       units: width of the hidden layers.
@@ -175,6 +205,7 @@ class MLP(nn.Module):
       out: width of the output Dense (with bias), or None for none.
       zero_out: initialize the output kernel to zeros (a head whose first prediction is its bias).
       norm: `"layer"` (eps 1e-3) or `"rms"` (eps 1e-4, official DreamerV3's).
+      kernels: `"auto"`, `"cpu"` or `"flax"`, as `ActorConfig.kernels`.
 
     Example:
       >>> mlp = MLP(units=8, layers=2, out=3)
@@ -188,16 +219,21 @@ class MLP(nn.Module):
     out: int | None = None
     zero_out: bool = False
     norm: str = "layer"
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        cpu = cpu_kernels(self.kernels, "MLP")
+        dense = Dense if cpu else nn.Dense
         for i in range(self.layers):
-            x = Dense(self.units, use_bias=False, name=f"dense_{i}")(x)
-            if self.norm == "rms":
+            x = dense(self.units, use_bias=False, name=f"dense_{i}")(x)
+            if not cpu:
+                x = _flax_norm_act(x, self.norm, "silu", None, jnp.float32, f"norm_{i}")
+            elif self.norm == "rms":
                 x = FusedRMSNormAct("silu", eps=1e-4, name=f"norm_{i}")(x)
             else:
                 x = FusedLayerNormAct("silu", eps=1e-3, name=f"norm_{i}")(x)
         if self.out is not None:
             init = nn.initializers.zeros if self.zero_out else nn.initializers.lecun_normal()
-            x = Dense(self.out, kernel_init=init, name="out")(x)
+            x = dense(self.out, kernel_init=init, name="out")(x)
         return x

@@ -37,9 +37,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dreamer_actor._src.act import ActorOutput, act
+from dreamer_actor._src import act, validation
+from dreamer_actor._src.act import ActorOutput
 from dreamer_actor._src.config import ActorConfig
 from dreamer_actor._src.losses import actor_loss
+from dreamer_actor._src.networks import Actor
 
 TrainStep = Callable[..., tuple[Any, Any, dict[str, jax.Array]]]
 
@@ -63,7 +65,11 @@ def example_keys(key: jax.Array, batch_shape: tuple[int, ...]) -> jax.Array:
 def act_per_example(
     params: Any, config: ActorConfig, hidden: jax.Array, stoch: jax.Array, keys: jax.Array
 ) -> ActorOutput:
-    """`act(..., training=True)` with one key per example (vmapped over the batch dims).
+    """`act(..., training=True)` with one key per example: example `i` gets `act`'s output on it alone.
+
+    The network runs once on the whole batch (its products see every row); the family's part
+    (head, sample, log-prob, entropy) is vmapped over the batch dims, so example `i` draws its
+    noise from `keys[i]` alone. Equal to `act` on each single example up to float rounding.
 
     Args:
       params: the actor's variables.
@@ -75,18 +81,23 @@ def act_per_example(
     Returns:
       `ActorOutput` with `action [*batch, A]`, `log_prob [*batch]`, `entropy [*batch]`.
     """
+    fn = "act_per_example"
+    family = validation.config(config, fn)
+    keys = validation.key(keys, "keys", fn)
     batch = jnp.shape(hidden)[:-1]
     key_batch = jnp.shape(keys) if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) else jnp.shape(keys)[:-1]
     if key_batch != batch:
-        raise ValueError(f"act_per_example: `keys` must have the batch shape {batch} of `hidden`, got {key_batch}.")
+        raise ValueError(f"{fn}: `keys` must have the batch shape {batch} of `hidden`, got {key_batch}.")
+    validation.actor_params(params, config, fn)
+    raw = Actor.from_config(config).apply(params, hidden, stoch)
 
-    def one(h, z, k):
-        return act(params, config, h, z, k, training=True)
+    def one(r, k):
+        return act.outputs(family, config, r, k, True, False, False, act.no_check)
 
-    fn = one
+    per_example = one
     for _ in batch:  # one vmap per batch dim: no reshape, so a sharded batch axis stays sharded
-        fn = jax.vmap(fn)
-    return fn(hidden, stoch, keys)
+        per_example = jax.vmap(per_example)
+    return per_example(raw, keys)
 
 
 def make_actor_loss_fn(config: ActorConfig, *, entropy_coef: float | jax.Array = 3e-4) -> Callable:
