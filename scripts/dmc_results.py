@@ -60,8 +60,11 @@ def variant(run: dict[str, Any]) -> str:
 
     defaults = dataclasses.asdict(RunConfig())
     parts = [f"{k}={v}" for k, v in sorted(run.items()) if k not in NOT_VARIANT and k in defaults and v != defaults[k]]
-    if OFFICIAL_RULES <= set(parts):
-        parts = ["official's rules", *(p for p in parts if p not in OFFICIAL_RULES)]
+    present = OFFICIAL_RULES & set(parts)
+    if len(present) >= len(OFFICIAL_RULES) - 2:  # official's rules, or with one or two of ours (an ablation)
+        ours = sorted(rule.split("=")[0] for rule in OFFICIAL_RULES - present)
+        label = "official's rules" + (f" but the agent's {', '.join(ours)}" if ours else "")
+        parts = [label, *(p for p in parts if p not in OFFICIAL_RULES)]
     return " ".join(parts) or "defaults"
 
 
