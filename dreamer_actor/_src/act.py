@@ -90,6 +90,7 @@ def act(
 
 
 def no_check(x: jax.Array, name: str) -> None:
+    """`act`'s `check_finite`: none (trace-time calls only, nothing is added to the computation)."""
     del x, name
 
 
@@ -103,7 +104,7 @@ def run(
     deterministic: bool,
     reparameterize: bool,
     fn: str,
-    check_finite: Callable[[jax.Array, str], None] | None = None,
+    check_finite: Callable[[jax.Array, str], None] = no_check,
 ) -> ActorOutput | jax.Array:
     """`act`'s one data path, shared with `checked_act`: `fn` names the public function in errors, and
     `check_finite(x, name)` (checked_act's run-time check) sees every input and intermediate."""
@@ -116,15 +117,13 @@ def run(
     if not deterministic:
         validation.key(key, "key", fn)
     validation.actor_params(params, config, fn)
-    check = check_finite or no_check
-    if check_finite is not None:
-        check(jnp.asarray(hidden), "hidden")
-        check(jnp.asarray(stoch), "stoch")
-        for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-            check(leaf, f"params{jax.tree_util.keystr(path)}")
+    check_finite(jnp.asarray(hidden), "hidden")
+    check_finite(jnp.asarray(stoch), "stoch")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        check_finite(leaf, f"params{jax.tree_util.keystr(path)}")
     raw = Actor.from_config(config).apply(params, hidden, stoch)
-    check(raw, "the network's raw outputs")
-    return outputs(family, config, raw, key, training, deterministic, reparameterize, check)
+    check_finite(raw, "the network's raw outputs")
+    return outputs(family, config, raw, key, training, deterministic, reparameterize, check_finite)
 
 
 def outputs(
