@@ -119,6 +119,7 @@ def train_baseline(
 DREAMER_OPTIONS = {
     "estimator": "", "terminal_weight": "tw", "discount": "g", "distribution": "", "optimizer": "",
     "slow_target": "slowtarget" , "predicted_start_cont": "predcont", "repval_scale": "rv", "action_repeat": "ar",
+    "imagine_pre_update": "preupdate", "contdisc": "contdisc", "norm": "",
     "model_lr": "mlr", "actor_lr": "alr", "critic_lr": "clr", "train_ratio": "tr",
 }  # fmt: skip
 
@@ -344,6 +345,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--slow-target", default=None, action=argparse.BooleanOptionalAction, help="dreamer only: bootstrap")
     add("--predicted-start-cont", default=None, action=argparse.BooleanOptionalAction, help="dreamer only")
     add("--repval-scale", type=float, default=None, help="dreamer only: replay value loss weight")
+    add("--imagine-pre-update", default=None, action=argparse.BooleanOptionalAction, help="dreamer only")
+    add("--contdisc", default=None, action=argparse.BooleanOptionalAction, help="dreamer only")
+    add("--norm", default=None, choices=("layer", "rms"), help="dreamer only: every network's normalization")
     add("--action-repeat", type=int, default=None, help="dreamer only: frames per action (DMC: 2)")
     for flag in ("--model-lr", "--actor-lr", "--critic-lr", "--train-ratio"):
         add(flag, type=float, default=None, help="dreamer only (default: the agent's)")

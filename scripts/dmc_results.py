@@ -4,8 +4,8 @@
         --plot docs/results/dmc/curves.png --copy docs/results/dmc/runs
 
 A run is a folder with `run.json` and `curve.json` (`python -m dreamer_actor.agent --out DIR`). Runs are
-grouped by task and by *variant*: the learning flags that differ from the agent's defaults. Two scores
-per run, both at the run's last frame:
+grouped by task and by *variant*: the learning rules (`variant`) and the other flags that differ from the
+agent's defaults. Two scores per run, both at the run's last frame:
 
 * `eval`: the deterministic evaluation (the mean of its episodes, fixed reset seeds);
 * `train`: the mean return of the training episodes (the sampled policy, as it explored) that ended in
@@ -38,9 +38,12 @@ ANCHORS = {
     "walker_walk": (475, 962, 708),
 }
 TRAIN_WINDOW = 10_000
-# The learning-rule flags that select official DreamerV3's behaviour (docs/official_differences.md).
-OFFICIAL_RULES = {"contdisc=True", "discount=0.997", "imagine_pre_update=True", "norm=rms",
-                  "predicted_start_cont=True", "repval_scale=0.3", "slow_target=False"}  # fmt: skip
+# The learning rules (docs/official_differences.md): official DreamerV3's, and the agent's defaults
+# before 6 December 2026 ("earlier rules"). Today's defaults are official's with the discount 0.99.
+OFFICIAL_RULES = {"contdisc": True, "discount": 0.997, "imagine_pre_update": True, "norm": "rms",
+                  "predicted_start_cont": True, "repval_scale": 0.3, "slow_target": False}  # fmt: skip
+EARLIER_RULES = {"contdisc": False, "discount": 0.99, "imagine_pre_update": False, "norm": "layer",
+                 "predicted_start_cont": False, "repval_scale": 0.0, "slow_target": True}  # fmt: skip
 # Fields that say what was run, not how it learned: left out of the variant's name.
 NOT_VARIANT = {"env", "seed", "out", "steps", "eval_every", "eval_episodes", "progress", "overwrite",
                "save_every", "max_skips", "vector", "replay_capacity"}  # fmt: skip
@@ -55,17 +58,26 @@ def task_name(env_id: str) -> str:
 
 
 def variant(run: dict[str, Any]) -> str:
-    """The flags of `run` (run.json's "run") that differ from `RunConfig`'s defaults, as `name=value`."""
+    """What `run` (run.json's "run") learned with: its rules, then its other flags that differ from the defaults.
+
+    The rules are named by their set: `defaults`, `official's rules`, `earlier rules`, or official's
+    with the rules that differ from them written out (`official's rules, norm=layer`).
+    """
     from dreamer_actor.agent.run import RunConfig
 
+    run = dataclasses.asdict(RunConfig.from_dict({**run, "progress": False}))
     defaults = dataclasses.asdict(RunConfig())
-    parts = [f"{k}={v}" for k, v in sorted(run.items()) if k not in NOT_VARIANT and k in defaults and v != defaults[k]]
-    present = OFFICIAL_RULES & set(parts)
-    if len(present) >= len(OFFICIAL_RULES) - 2:  # official's rules, or with one or two of ours (an ablation)
-        ours = sorted(rule.split("=")[0] for rule in OFFICIAL_RULES - present)
-        label = "official's rules" + (f" but the agent's {', '.join(ours)}" if ours else "")
-        parts = [label, *(p for p in parts if p not in OFFICIAL_RULES)]
-    return " ".join(parts) or "defaults"
+    rules = {k: run[k] for k in OFFICIAL_RULES}
+    off_official = [f"{k}={v}" for k, v in sorted(rules.items()) if v != OFFICIAL_RULES[k]]
+    if all(rules[k] == defaults[k] for k in rules):
+        label = "defaults"
+    elif rules == EARLIER_RULES:
+        label = "earlier rules"
+    else:
+        label = ", ".join(["official's rules", *off_official])
+    others = [f"{k}={v}" for k, v in sorted(run.items())
+              if k not in NOT_VARIANT and k not in OFFICIAL_RULES and v != defaults[k]]  # fmt: skip
+    return " ".join([label, *others])
 
 
 def train_score(curve: dict[str, Any], window: int = TRAIN_WINDOW) -> float | None:

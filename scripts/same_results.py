@@ -5,10 +5,12 @@
 Checks out `--base` into a temporary git worktree and runs, with each tree's own code (PYTHONPATH) and
 this venv, the same small jobs:
 
-* three tiny agent runs (`python -m dreamer_actor.agent`, 400 env steps): Pendulum-v1 with
-  bounded_normal, CartPole-v1 at the defaults, Acrobot-v1 with official DreamerV3's rules and the mix
-  estimator; each run's `world_model.msgpack` must be byte for byte the same and its `curve.json` equal
-  but for the clock fields (`wall_s`, `eval_s`) and its own `--out`;
+* three tiny agent runs (`python -m dreamer_actor.agent`, 400 env steps), every learning rule given as
+  a flag so that the jobs do not move when a default does: Pendulum-v1 with bounded_normal and the
+  earlier rules, CartPole-v1 with today's default rules (official's but the discount), Acrobot-v1 with
+  official DreamerV3's rules and the mix estimator; each run's `world_model.msgpack` must be byte for
+  byte the same and its `curve.json` equal but for the clock fields (`wall_s`, `eval_s`) and its own
+  `--out`;
 * the exact-model example (`examples.imagination`): 6 updates per estimator, the states' bytes hashed.
 
 Prints each comparison and exits 1 if any differs.
@@ -27,11 +29,12 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ("--steps 400 --warmup 64 --eval-every 200 --eval-episodes 2 --deter 16 --stoch 4 --classes 4 --units 16 "
         "--batch 4 --length 8 --horizon 5 --no-progress").split()  # fmt: skip
+EARLIER = "--slow-target --repval-scale 0 --no-predicted-start-cont --no-imagine-pre-update --norm layer"
+OFFICIAL = "--no-slow-target --repval-scale 0.3 --predicted-start-cont --imagine-pre-update --norm rms"
 RUNS = {
-    "Pendulum-v1": ["--distribution", "bounded_normal"],
-    "CartPole-v1": [],
-    "Acrobot-v1": "--no-slow-target --predicted-start-cont --repval-scale 0.3 --imagine-pre-update --contdisc "
-    "--discount 0.997 --norm rms --estimator mix".split(),
+    "Pendulum-v1": f"--distribution bounded_normal {EARLIER} --discount 0.99 --no-contdisc".split(),
+    "CartPole-v1": f"{OFFICIAL} --discount 0.99 --no-contdisc".split(),
+    "Acrobot-v1": f"{OFFICIAL} --contdisc --discount 0.997 --estimator mix".split(),
 }
 CLOCKS = ("wall_s", "eval_s")
 EXAMPLE = """

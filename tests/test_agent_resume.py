@@ -2,6 +2,7 @@
 several env copies, skipped non-finite updates, and the bad inputs and faults that must end in a clear
 error with nothing of the user's lost."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -244,6 +245,58 @@ def test_load_reads_an_agent_json_with_the_retired_actor_fields(finished_run, tm
     meta["agent_config"]["actor_width"] = 16
     (old / "agent.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"agent\.json is not a readable .*actor_width"):
+        load(old)
+
+
+EARLIER = {"norm": "layer", "slow_target": True, "predicted_start_cont": False, "repval_scale": 0.0,
+           "imagine_pre_update": False}  # fmt: skip
+
+
+def test_configs_that_predate_a_learning_rule_read_as_trained_not_as_todays_defaults():
+    """A run.json / agent.json written before a rule's field existed was trained with the earlier default
+    (the defaults became official DreamerV3's on 6 December 2026); a stored value is kept as it is."""
+    from dreamer_actor.agent import train as agent_train
+    from dreamer_actor.agent import world_model as wm
+
+    today = agent_run.RunConfig()
+    assert {k: getattr(today, k) for k in EARLIER} == {
+        "norm": "rms", "slow_target": False, "predicted_start_cont": True, "repval_scale": 0.3,
+        "imagine_pre_update": True,
+    }  # fmt: skip
+    stored = dataclasses.asdict(agent_run.RunConfig(**TINY))
+    old = {k: v for k, v in stored.items() if k not in EARLIER}
+    assert {k: getattr(agent_run.RunConfig.from_dict(old), k) for k in EARLIER} == EARLIER
+    assert agent_run.RunConfig.from_dict(stored) == agent_run.RunConfig(**TINY)
+    agent = dataclasses.asdict(agent_train.AgentConfig())
+    rules = {k: v for k, v in EARLIER.items() if k != "norm"}
+    assert {k: getattr(agent_train.AgentConfig.from_dict({k: v for k, v in agent.items() if k not in rules}), k)
+            for k in rules} == rules  # fmt: skip
+    assert agent_train.AgentConfig.from_dict(agent) == agent_train.AgentConfig()
+    assert wm.WorldModelConfig.from_dict({"obs_dim": 3, "action_dim": 1}).norm == "layer"
+    assert wm.WorldModelConfig.from_dict({"obs_dim": 3, "action_dim": 1, "norm": "rms"}).norm == "rms"
+
+
+def test_load_reads_a_run_trained_before_the_rule_fields_existed(tmp_path):
+    """A LayerNorm run with the earlier rules whose agent.json lacks the rule fields (as written before them)
+    loads as the same policy; read with today's RMSNorm default its world model would not fit."""
+    import shutil
+
+    src = tmp_path / "earlier"
+    agent_run.train_agent(
+        agent_run.RunConfig(out=str(src), **{**TINY, "steps": 160, "eval_every": 160, "save_every": 1000}, **EARLIER)
+    )
+    old = tmp_path / "old-format"
+    shutil.copytree(src, old)
+    meta = json.loads((old / "agent.json").read_text())
+    for key in EARLIER:
+        meta["agent_config"].pop(key, None)
+    meta["world_model_config"].pop("norm")
+    (old / "agent.json").write_text(json.dumps(meta))
+    obs = np.linspace(-1.0, 1.0, 4)
+    np.testing.assert_array_equal(load(old)(obs), load(src)(obs))
+    meta["world_model_config"]["norm"] = "rms"
+    (old / "agent.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError):
         load(old)
 
 

@@ -67,7 +67,10 @@ def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slo
         config, slow_target=slow_target, predicted_start_cont=predicted_start_cont, contdisc=contdisc, horizon=5
     )
     gamma = 1.0 if contdisc else config.discount  # contdisc: the discount is inside the continue head
-    model, critic = wm.WorldModel(wm_config), agent_train.Critic(config.critic_units, config.critic_layers)
+    model, critic = (
+        wm.WorldModel(wm_config),
+        agent_train.Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm),
+    )
     n = start.h.shape[0]
     replayed_cont = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # 1 - terminated of the replayed starts
     _, aux = agent_train.actor_objective(

@@ -19,8 +19,12 @@ _SPEC.loader.exec_module(cb)
         (["--estimator", "dynamics"], "dreamer-dynamics"),
         (["--terminal-weight", "10"], "dreamer-tw10"),
         (["--discount", "0.997", "--terminal-weight", "10"], "dreamer-tw10-g0.997"),
-        (["--no-slow-target", "--optimizer", "laprop", "--repval-scale", "0.3"], "dreamer-laprop-noslowtarget-rv0.3"),
-        (["--slow-target", "--optimizer", "adam", "--action-repeat", "2"], "dreamer-ar2"),  # only the repeat differs
+        (["--slow-target", "--optimizer", "laprop", "--repval-scale", "0"], "dreamer-laprop-slowtarget-rv0"),
+        (["--no-slow-target", "--optimizer", "adam", "--action-repeat", "2"], "dreamer-ar2"),  # only the repeat differs
+        (
+            ["--no-predicted-start-cont", "--no-imagine-pre-update", "--norm", "layer", "--contdisc"],
+            "dreamer-nopredcont-nopreupdate-contdisc-layer",
+        ),  # in DREAMER_OPTIONS' order
     ],
 )
 def test_dreamer_runs_are_labelled_by_what_differs_from_the_defaults(argv, label):

@@ -158,7 +158,7 @@ def _read_meta(path: pathlib.Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
         for key in ("world_model_config", "actor_config", "agent_config"):
             meta[key]
-        wm.WorldModelConfig(**meta["world_model_config"])
+        wm.WorldModelConfig.from_dict(meta["world_model_config"])
         agent_train.AgentConfig.from_dict(meta["agent_config"])
         da.ActorConfig.from_dict(meta["actor_config"])
     except (ValueError, KeyError, TypeError) as error:
@@ -193,7 +193,7 @@ def load(directory: str | pathlib.Path, *, deterministic: bool = True, seed: int
             return _load_checkpoint(directory, deterministic=deterministic, seed=seed)
         raise FileNotFoundError(f"{fn}: {meta_path} not found and no run checkpoint; is {directory} a run folder?")
     meta = _read_meta(meta_path)
-    wm_config = wm.WorldModelConfig(**meta["world_model_config"])
+    wm_config = wm.WorldModelConfig.from_dict(meta["world_model_config"])
     actor_config = da.ActorConfig.from_dict(meta["actor_config"])
     checkpoint = da.restore_checkpoint(directory / ACTOR_DIR, config=actor_config)
     agent_config = agent_train.AgentConfig.from_dict(meta["agent_config"])

@@ -161,8 +161,8 @@ class RunConfig:
     units: int = _flag(128, "width of every MLP (encoder, decoder, heads, actor, critic)")
     layers: int = _flag(2, "hidden layers of encoder, decoder and heads (actor and critic have 2)")
     norm: str = _flag(
-        "layer",
-        "layer (LayerNorm) or rms (official DreamerV3's RMSNorm) in every network: world model, GRU, actor, critic",
+        "rms",
+        "rms (official DreamerV3's RMSNorm) or layer (LayerNorm) in every network: world model, GRU, actor, critic",
     )
     batch: int = _flag(16, "replayed sequences B per update")
     length: int = _flag(32, "replayed sequence length L (B x L imagination starts)")
@@ -177,24 +177,24 @@ class RunConfig:
     actor_lr: float = _flag(3e-4, "actor learning rate")
     critic_lr: float = _flag(3e-4, "critic learning rate")
     slow_target: bool = _flag(
-        True,
-        "lambda-returns bootstrap and advantage baseline from the slow critic (--no-slow-target: the online "
-        "critic, as official DreamerV3)",
+        False,
+        "lambda-returns bootstrap and advantage baseline from the slow critic (off: the online critic, as "
+        "official DreamerV3)",
     )
     predicted_start_cont: bool = _flag(
-        False,
-        "weight imagination starts by the continue head's prediction (official DreamerV3) instead of the "
-        "replayed 1 - terminated",
+        True,
+        "weight imagination starts by the continue head's prediction (official DreamerV3; off: the replayed "
+        "1 - terminated)",
     )
     repval_scale: float = _flag(
-        0.0,
+        0.3,
         "weight of the replay value loss: the critic also learns lambda-returns along the replayed posteriors"
         " (official DreamerV3: 0.3; 0 is off)",
     )
     imagine_pre_update: bool = _flag(
-        False,
+        True,
         "roll imagination out in the world model that made the starts, before this update's step (official "
-        "DreamerV3), instead of the updated one",
+        "DreamerV3; off: the updated one)",
     )
     contdisc: bool = _flag(
         False,
@@ -279,6 +279,15 @@ class RunConfig:
             raise ValueError(
                 f"RunConfig: `--warmup` {self.warmup} is not below `--steps` {self.steps}: the run would never update."
             )
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> RunConfig:
+        """The config of `dataclasses.asdict(run)` (a `run.json`'s or checkpoint's `"run"`).
+
+        A learning rule the run predates is the value it was trained with (the defaults before
+        6 December 2026: `agent_train.EARLIER_RULES`, LayerNorm), not today's default.
+        """
+        return cls(**{**agent_train.EARLIER_RULES, "norm": "layer", **fields})
 
     def stream_capacity(self) -> int:
         """Replay steps kept per env copy (a run never stores more than twice its steps)."""
@@ -526,7 +535,7 @@ def _config_differences(stored: dict[str, Any], run: RunConfig) -> list[str]:
 def stored_config(out: str | pathlib.Path) -> RunConfig:
     """The `RunConfig` of the run checkpointed in `out` (for `--resume`)."""
     state = run_checkpoint.read_state(pathlib.Path(out))
-    return RunConfig(**{**state["run"], "out": str(out)})
+    return RunConfig.from_dict({**state["run"], "out": str(out)})
 
 
 class _Loop:

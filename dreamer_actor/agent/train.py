@@ -2,26 +2,27 @@ r"""One jitted DreamerV3 update: world model on replay, then actor and critic in
 
 `update(state, batch)` (built by `make_update`):
 
-1. **World model**: `world_model_loss` on the replayed batch `[B, L]`, one Adam step.
+1. **World model**: `world_model_loss` on the replayed batch `[B, L]`, one optimizer step.
 2. **Starts**: every posterior state of that batch, `N = B * L` starts (stop-gradiented),
-   with the start continue `c_start = 1 - terminated` (a terminal start gets weight 0), or with
-   `predicted_start_cont` the continue head's prediction at the start.
-3. **Imagination** (in the world model after step 1, or with `imagine_pre_update` the one that made
-   the starts): `lax.scan` over `horizon` steps of `da.act(actor_params, actor_config,
-   hidden=h, stoch=z, key, training=True, reparameterize=...)` on the model's latent (`z` is
-   the `[N, S, C]` one-hot) and the RSSM prior step; the world model gets
+   with the start continue `c_start` the continue head's prediction at the start (official
+   DreamerV3), or with `predicted_start_cont=False` the replayed `1 - terminated`.
+3. **Imagination** (in the world model that made the starts, before step 1's update, as official
+   DreamerV3; with `imagine_pre_update=False` the updated one): `lax.scan` over `horizon` steps
+   of `da.act(actor_params, actor_config, hidden=h, stoch=z, key, training=True,
+   reparameterize=...)` on the model's latent (`z` is the `[N, S, C]` one-hot) and the RSSM
+   prior step; the world model gets
    `spaces.model_action(...)` (the unclipped `raw_sample` for bounded_normal).
 4. **Returns**: reward `rew[t]` (two-hot mean) and continue `con[t] = sigmoid(logit)` predicted
-   at the imagined states `s_0 .. s_T`, values `v[t]` of the slow critic (`slow_target=False`:
-   the online critic's);
+   at the imagined states `s_0 .. s_T`, values `v[t]` of the online critic (official DreamerV3;
+   `slow_target=True`: the slow critic's);
    `da.lambda_returns(rew[1:], v[:-1], con[1:], v[-1], discount=gamma)`,
    `da.imagination_weights(con[1:], gamma, start_continues=c_start)`.
 5. **Actor**: `da.policy_loss` on `(R - v) / max(1, P95 - P5)` (`da.ReturnNormalizer`),
    REINFORCE by default (`"dynamics"` / `"mix"` backpropagate through the frozen model).
 6. **Critic**: two-hot cross-entropy to `sg(R)` plus `slow_reg` times the cross-entropy to the
-   slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic. With
-   `repval_scale > 0`, plus that times the same loss along the replayed posteriors toward
-   `replay_returns` (official DreamerV3's replay value loss).
+   slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic. Plus
+   `repval_scale` (0.3; 0 turns it off) times the same loss along the replayed posteriors
+   toward `replay_returns` (official DreamerV3's replay value loss).
 
 If any loss or gradient is non-finite, the update is skipped: the state comes back unchanged
 but for its PRNG key, and the metric `skipped` is 1 (the training loop counts and limits these).
@@ -46,6 +47,9 @@ from dreamer_actor.agent import world_model as wm
 
 # AgentConfig fields that earlier agent.json files carry and that never had an effect.
 RETIRED_FIELDS = ("actor_layers", "actor_units")
+# The learning rules whose defaults became official DreamerV3's on 6 December 2026, with the values a
+# file written before each field existed was trained with (every later file stores its own).
+EARLIER_RULES = {"slow_target": True, "predicted_start_cont": False, "repval_scale": 0.0, "imagine_pre_update": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +96,10 @@ class AgentConfig:
     agc: float = 0.3
     slow_rate: float = 0.02
     slow_reg: float = 1.0
-    slow_target: bool = True
-    predicted_start_cont: bool = False
-    repval_scale: float = 0.0
-    imagine_pre_update: bool = False
+    slow_target: bool = False
+    predicted_start_cont: bool = True
+    repval_scale: float = 0.3
+    imagine_pre_update: bool = True
     contdisc: bool = False
     critic_layers: int = 2
     critic_units: int = 128
@@ -121,9 +125,10 @@ class AgentConfig:
 
         `actor_layers` and `actor_units`, which `agent.json` files written before 6 December 2026 carry
         and nothing ever read (the actor's shape is its `da.ActorConfig`), are dropped; any other
-        unknown field is a TypeError naming it.
+        unknown field is a TypeError naming it. A learning rule the file predates is the value it
+        was trained with (`EARLIER_RULES`), not today's default.
         """
-        return cls(**{k: v for k, v in fields.items() if k not in RETIRED_FIELDS})
+        return cls(**{**EARLIER_RULES, **{k: v for k, v in fields.items() if k not in RETIRED_FIELDS}})
 
 
 class Critic(nn.Module):

@@ -147,7 +147,7 @@ class WorldModelConfig:
       num_bins: two-hot bins of the reward head (and of the agent's critic).
       cont_discount: the continue head's target is `(1 - terminated) * cont_discount` (1: the plain
         flag; official DreamerV3's `contdisc` puts its discount `1 - 1/333` here).
-      norm: `"layer"` (LayerNorm, eps 1e-3) or `"rms"` (official DreamerV3's RMSNorm, eps 1e-4) in every
+      norm: `"rms"` (official DreamerV3's RMSNorm, eps 1e-4) or `"layer"` (LayerNorm, eps 1e-3) in every
         MLP block and the GRU (the agent's critic and actor follow it).
       terminal_weight: weight of a terminal step's continue loss (DreamerV3: 1, every step alike).
         Terminals are rare in replay (CartPole-v1: well under 1% of the steps once episodes are
@@ -168,8 +168,17 @@ class WorldModelConfig:
     rep_scale: float = 0.1
     num_bins: int = NUM_BINS
     terminal_weight: float = 1.0
-    norm: str = "layer"
+    norm: str = "rms"
     cont_discount: float = 1.0
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> WorldModelConfig:
+        """The config of `dataclasses.asdict(config)` (an `agent.json`'s `"world_model_config"`).
+
+        A file written before `norm` existed was trained with LayerNorm, the default until
+        6 December 2026; it says `"layer"` here, not today's default.
+        """
+        return cls(**{"norm": "layer", **fields})
 
     def __post_init__(self):
         if not 0.0 < self.cont_discount <= 1.0:
