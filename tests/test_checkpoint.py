@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -618,6 +619,31 @@ def test_a_storage_failure_inside_orbax_removes_every_temporary_and_names_the_pa
     assert isinstance(info.value.__cause__, ValueError)
     assert seen and not seen[0].exists()
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_staging_folder_that_a_late_writer_recreates_is_removed_again(tmp_path):
+    """After a failed save, orbax's background writes can recreate the staging folder just after it was
+    removed (seen under load: `.ck.tmp-*` left beside the checkpoint); the removal waits for it to stay gone."""
+    import threading
+
+    stage = tmp_path / ".ck.tmp-late"
+    (stage / "params").mkdir(parents=True)
+    removed = threading.Event()
+
+    def late_writer():  # like tensorstore: creates the folders above the file it writes
+        deadline = time.monotonic() + 30.0
+        while stage.exists() and time.monotonic() < deadline:
+            pass
+        removed.set()
+        threading.Event().wait(0.1)
+        (stage / "params").mkdir(parents=True)
+        (stage / "params" / "chunk").write_bytes(b"late")
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    commit_module._remove_tree(stage)
+    writer.join()
+    assert removed.is_set() and sorted(os.listdir(tmp_path)) == []
 
 
 _FSIZE_SCRIPT = textwrap.dedent(

@@ -59,17 +59,20 @@ def _storage_error(path: pathlib.Path, what: str, error: BaseException) -> OSErr
     return OSError(code, message) if isinstance(code, int) else OSError(message)
 
 
-def _remove_tree(path: pathlib.Path, attempts: int = 6) -> None:
-    """Removes our own temporary folder, retrying while a failed save's background writer still adds files.
+def _remove_tree(path: pathlib.Path, *, quiet: float = 0.5, timeout: float = 15.0) -> None:
+    """Removes our own temporary folder, and again until it has stayed gone for `quiet` seconds.
 
-    After a storage error orbax's asynchronous tensorstore writes can still create files for
-    a moment, so a single `rmtree` can meet a folder that is not empty yet (seen under load).
+    After a storage error orbax's asynchronous tensorstore writes can still create files, and
+    the folders above them, for a moment: a single `rmtree` can meet a folder that is not empty
+    yet, or see it come back (both seen under load, the second with 1.5 s of retries). After
+    `timeout` seconds the hidden folder is left, as after a hard kill.
     """
-    for attempt in range(attempts):
+    deadline = time.monotonic() + timeout
+    while True:
         shutil.rmtree(path, ignore_errors=True)
-        if not os.path.lexists(path):
+        time.sleep(0.05 if os.path.lexists(path) else quiet)
+        if not os.path.lexists(path) or time.monotonic() > deadline:
             return
-        time.sleep(0.05 * 2**attempt)
 
 
 def _write_items(staged: pathlib.Path, items: dict[str, Any], path: pathlib.Path) -> None:
