@@ -287,7 +287,7 @@ class RunConfig:
         A learning rule the run predates is the value it was trained with (the defaults before
         6 December 2026: `agent_train.EARLIER_RULES`, LayerNorm), not today's default.
         """
-        return cls(**{**agent_train.EARLIER_RULES, "norm": "layer", **fields})
+        return cls(**{**agent_train.EARLIER_RULES, "norm": wm.EARLIER_NORM, **fields})
 
     def stream_capacity(self) -> int:
         """Replay steps kept per env copy (a run never stores more than twice its steps)."""

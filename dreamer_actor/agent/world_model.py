@@ -34,6 +34,7 @@ import dreamer_actor as da
 
 NUM_BINS = 255
 NORMS = ("layer", "rms")
+EARLIER_NORM = "layer"  # the default until 6 December 2026: what a file without `norm` was trained with
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -178,7 +179,7 @@ class WorldModelConfig:
         A file written before `norm` existed was trained with LayerNorm, the default until
         6 December 2026; it says `"layer"` here, not today's default.
         """
-        return cls(**{"norm": "layer", **fields})
+        return cls(**{"norm": EARLIER_NORM, **fields})
 
     def __post_init__(self):
         if not 0.0 < self.cont_discount <= 1.0:
