@@ -6,7 +6,7 @@ shrinks every size (a smoke run of seconds per configuration). Writes `agent_upd
 
 For each environment (Pendulum-v1, CartPole-v1) and actor-gradient estimator (REINFORCE,
 dynamics), the agent is built exactly as `dreamer_actor.agent.run.train_agent` builds it from
-`RunConfig()` (`RunConfig.model_configs`, `RunConfig.agent_config()`), its
+`RunConfig()` (`RunConfig.model_configs`, `RunConfig.agent`), its
 replay is filled with uniform random transitions from the real env (the loop's warm-up policy),
 and these are timed, interleaved round by round (`_timing.interleaved`):
 
@@ -99,16 +99,14 @@ class Agent:
 
 
 def build(env_id: str, estimator: str, quick: bool) -> Agent:
-    """The agent of `train_agent(RunConfig(env=env_id, estimator=estimator))`, replay filled at random."""
+    """The agent of `train_agent(RunConfig.from_flags(env=env_id, estimator=estimator))`, replay filled at random."""
     import gymnasium as gym
 
-    run = RunConfig(env=env_id, estimator=estimator, progress=False)
-    if quick:
-        run = dataclasses.replace(run, **QUICK)
+    run = RunConfig.from_flags(env=env_id, estimator=estimator, progress=False, **(QUICK if quick else {}))
     env = gym.make(run.env)
     actor_config, wm_config = run.model_configs(env)
     obs_dim, action_dim = wm_config.obs_dim, wm_config.action_dim
-    config = run.agent_config()
+    config = run.agent
     state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
     replay = make_replay(run, obs_dim, action_dim)
     # Random transitions: the loop's warm-up policy in the real env.
@@ -116,7 +114,7 @@ def build(env_id: str, estimator: str, quick: bool) -> Agent:
     obs, _ = env.reset(seed=run.seed)
     env.action_space.seed(run.seed)
     replay.add(0, obs, np.zeros(action_dim), 0.0, True, False)
-    for _ in range(max(run.warmup, run.length)):
+    for _ in range(max(run.warmup, config.length)):
         action_np, model_np = spaces.random_actions(actor_config, rng)
         obs, reward, terminated, truncated, _ = env.step(spaces.env_action(actor_config, action_np, env.action_space))
         replay.add(0, obs, model_np, reward, False, terminated)
@@ -141,7 +139,7 @@ class Parts:
 def make_parts(agent: Agent, batch: dict[str, jax.Array]) -> Parts:
     wm_config, actor_config, config, state = agent.wm_config, agent.actor_config, agent.config, agent.state
     model = wm.WorldModel(wm_config)
-    critic = agent_train.Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm)
+    critic = agent_train.Critic(wm_config.units, config.critic_layers, wm_config.num_bins, wm_config.norm)
     bins = wm.twohot_bins(wm_config.num_bins)
     wm_opt = agent_train.optimizer(config, config.model_lr)
     sg = jax.lax.stop_gradient

@@ -63,9 +63,9 @@ def ours_child(size: str, updates: int) -> dict[str, Any]:
     from dreamer_actor.agent import train as agent_train
     from dreamer_actor.agent.run import RunConfig
 
-    run = RunConfig(batch=BATCH, length=LENGTH, progress=False, **(SIZE1M if size == "size1m" else {}))
+    run = RunConfig.from_flags(batch=BATCH, length=LENGTH, progress=False, **(SIZE1M if size == "size1m" else {}))
     actor_config, wm_config = run.model_configs(gym.make("Pendulum-v1"))
-    config = run.agent_config()
+    config = run.agent
     state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, config)
     params = int(sum(np.prod(x.shape) for p in (state.wm_params, state.actor_params, state.critic_params)
                      for x in jax.tree.leaves(p)))  # fmt: skip

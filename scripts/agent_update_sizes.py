@@ -27,7 +27,7 @@ def run(deter, units, stoch, classes, batch, length, est="reinforce"):
     wc = wm.WorldModelConfig(
         obs_dim=od, action_dim=ad, deter=deter, stoch=stoch, classes=classes, units=units, layers=2
     )
-    cfg = T.AgentConfig(batch=batch, length=length, critic_units=units, estimator=est)
+    cfg = T.AgentConfig(batch=batch, length=length, estimator=est)
     st = T.init_agent(jax.random.key(0), wc, ac, cfg)
     up = T.make_update(wc, ac, cfg)
     rp = Replay(5000, od, ad, seed=0)

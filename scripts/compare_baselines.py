@@ -134,11 +134,11 @@ def dreamer_label(options: dict[str, Any]) -> str:
     for each option that differs from them (e.g. `dreamer-dynamics`, `dreamer-tw10-g0.997`)."""
     from dreamer_actor.agent.run import RunConfig
 
-    defaults = RunConfig()
+    defaults = RunConfig().flag_values()
     parts = ["dreamer"]
     for name, prefix in DREAMER_OPTIONS.items():
-        value = options.get(name, getattr(defaults, name))
-        if value == getattr(defaults, name):
+        value = options.get(name, defaults[name])
+        if value == defaults[name]:
             continue
         if isinstance(value, bool):
             parts.append(prefix if value else f"no{prefix}")
@@ -155,12 +155,12 @@ def train_dreamer(
     shared by every curve to its curve.json."""
     from dreamer_actor.agent.run import RunConfig, train_agent
 
-    run = RunConfig(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
-                    out=str(run_dir), overwrite=overwrite, progress=False, **options)  # fmt: skip
+    run = RunConfig.from_flags(env=env_id, steps=steps, seed=seed, eval_every=eval_every, eval_episodes=episodes,
+                               out=str(run_dir), overwrite=overwrite, progress=False, **options)  # fmt: skip
     train_agent(run, resume=resumable(run_dir))
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text())  # the file, not the returned dict (that holds the agent state)
-    model = "DreamerV3" if run.estimator == "reinforce" else f"DreamerV3 ({run.estimator})"
+    model = "DreamerV3" if run.agent.estimator == "reinforce" else f"DreamerV3 ({run.agent.estimator})"
     curve.update(algo=dreamer_label(options), env=env_id, seed=seed, steps=steps, model=model)
     curve_path.write_text(json.dumps(curve, indent=1))
 

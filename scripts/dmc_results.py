@@ -19,7 +19,6 @@ its last evaluation is at its `--steps`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import shutil
@@ -42,8 +41,6 @@ TRAIN_WINDOW = 10_000
 # before 6 December 2026 ("earlier rules"). Today's defaults are official's with the discount 0.99.
 OFFICIAL_RULES = {"contdisc": True, "discount": 0.997, "imagine_pre_update": True, "norm": "rms",
                   "predicted_start_cont": True, "repval_scale": 0.3, "slow_target": False}  # fmt: skip
-EARLIER_RULES = {"contdisc": False, "discount": 0.99, "imagine_pre_update": False, "norm": "layer",
-                 "predicted_start_cont": False, "repval_scale": 0.0, "slow_target": True}  # fmt: skip
 # Fields that say what was run, not how it learned: left out of the variant's name.
 NOT_VARIANT = {"env", "seed", "out", "steps", "eval_every", "eval_episodes", "progress", "overwrite",
                "save_every", "max_skips", "vector", "replay_capacity"}  # fmt: skip
@@ -63,15 +60,19 @@ def variant(run: dict[str, Any]) -> str:
     The rules are named by their set: `defaults`, `official's rules`, `earlier rules`, or official's
     with the rules that differ from them written out (`official's rules, norm=layer`).
     """
+    from dreamer_actor.agent import train as agent_train
+    from dreamer_actor.agent import world_model as wm
     from dreamer_actor.agent.run import RunConfig
 
-    run = dataclasses.asdict(RunConfig.from_dict({**run, "progress": False}))
-    defaults = dataclasses.asdict(RunConfig())
+    run = RunConfig.from_dict({**run, "progress": False}).flag_values()
+    defaults = RunConfig().flag_values()
+    # The earlier rules: today's discount and contdisc (they never changed), the rest as before the switch.
+    earlier = {**{k: defaults[k] for k in OFFICIAL_RULES}, **agent_train.EARLIER_RULES, "norm": wm.EARLIER_NORM}
     rules = {k: run[k] for k in OFFICIAL_RULES}
     off_official = [f"{k}={v}" for k, v in sorted(rules.items()) if v != OFFICIAL_RULES[k]]
     if all(rules[k] == defaults[k] for k in rules):
         label = "defaults"
-    elif rules == EARLIER_RULES:
+    elif rules == earlier:
         label = "earlier rules"
     else:
         label = ", ".join(["official's rules", *off_official])

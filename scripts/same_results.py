@@ -10,7 +10,8 @@ this venv, the same small jobs:
   earlier rules, CartPole-v1 with today's default rules (official's but the discount), Acrobot-v1 with
   official DreamerV3's rules and the mix estimator; each run's `world_model.msgpack` must be byte for
   byte the same and its `curve.json` equal but for the clock fields (`wall_s`, `eval_s`) and its own
-  `--out`;
+  `--out`, its run config compared as the flags it reads as (`RunConfig.from_dict`, so a change of the
+  file's layout alone is not a difference);
 * the exact-model example (`examples.imagination`): 6 updates per estimator, the states' bytes hashed.
 
 Prints each comparison and exits 1 if any differs.
@@ -25,6 +26,8 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+
+from dreamer_actor.agent.run import RunConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ("--steps 400 --warmup 64 --eval-every 200 --eval-episodes 2 --deter 16 --stoch 4 --classes 4 --units 16 "
@@ -79,7 +82,9 @@ def run_tree(tree: pathlib.Path, out: pathlib.Path) -> dict[str, object]:
         cmd = [sys.executable, "-m", "dreamer_actor.agent", "--env", env_id, *TINY, *flags, "--out", str(folder)]
         _run(cmd, tree, env)
         results[f"{env_id} world model"] = (folder / "world_model.msgpack").read_bytes()
-        results[f"{env_id} curve"] = strip(json.loads((folder / "curve.json").read_text()))
+        curve = json.loads((folder / "curve.json").read_text())
+        curve["config"] = RunConfig.from_dict(curve["config"]).flag_values()
+        results[f"{env_id} curve"] = strip(curve)
     results["example states"] = _run([sys.executable, "-c", EXAMPLE], tree, env)
     return results
 

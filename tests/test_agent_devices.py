@@ -30,11 +30,11 @@ _SCRIPT = textwrap.dedent(
     assert jax.device_count() == 8, jax.devices()
     result = {}
     for env_id, pre_update in (("Pendulum-v1", True), ("Pendulum-v1", False), ("CartPole-v1", True)):
-        run = agent_run.RunConfig(env=env_id, deter=16, stoch=4, classes=4, units=16, batch=8, length=6,
+        run = agent_run.RunConfig.from_flags(env=env_id, deter=16, stoch=4, classes=4, units=16, batch=8, length=6,
                                   horizon=4, imagine_pre_update=pre_update)
         env = gym.make(env_id)
         actor_config, wm_config = run.model_configs(env)
-        config = run.agent_config()
+        config = run.agent
         b, L, O, A = config.batch, config.length, env.observation_space.shape[0], wm_config.action_dim
         rng = np.random.default_rng(0)
         batch = {
@@ -62,7 +62,7 @@ _SCRIPT = textwrap.dedent(
 
     # A whole tiny run with --devices 8 (categorical actor): trains, saves, and loads back.
     with tempfile.TemporaryDirectory() as out:
-        tiny = agent_run.RunConfig(env="CartPole-v1", steps=100, warmup=40, eval_every=100, eval_episodes=1,
+        tiny = agent_run.RunConfig.from_flags(env="CartPole-v1", steps=100, warmup=40, eval_every=100, eval_episodes=1,
                                    deter=16, stoch=4, classes=4, units=16, batch=8, length=6, horizon=4,
                                    train_ratio=8.0, devices=8, out=out, progress=False)
         result["updates"] = agent_run.train_agent(tiny)["updates"]
@@ -104,6 +104,6 @@ def test_devices_must_divide_the_batch_and_exist():
     from dreamer_actor.agent import run as agent_run
 
     with pytest.raises(ValueError, match="--devices"):
-        agent_run.RunConfig(devices=3, batch=16)
+        agent_run.RunConfig.from_flags(devices=3, batch=16)
     with pytest.raises(ValueError, match="--devices"):
-        agent_run.RunConfig(devices=0)
+        agent_run.RunConfig.from_flags(devices=0)

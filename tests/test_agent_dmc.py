@@ -96,7 +96,7 @@ def test_action_repeat_stops_at_an_episodes_end_and_counts_its_frames():
 
 
 def test_a_run_counts_frames_beside_policy_steps(tmp_path):
-    run = agent_run.RunConfig(
+    run = agent_run.RunConfig.from_flags(
         env="dreamer_actor_tests/Counter-v0", action_repeat=3, steps=120, warmup=40, eval_every=120,
         eval_episodes=2, deter=8, units=8, stoch=2, classes=2, layers=1, batch=2, length=4, train_ratio=4.0,
         out=str(tmp_path), progress=False,
@@ -122,7 +122,7 @@ def test_bad_observation_spaces_are_refused_naming_them(env_id, pattern, tmp_pat
     with pytest.raises(TypeError, match=pattern):
         make_env(env_id)
     out = tmp_path / "run"
-    run = agent_run.RunConfig(env=env_id, steps=100, warmup=50, length=8, out=str(out), progress=False)
+    run = agent_run.RunConfig.from_flags(env=env_id, steps=100, warmup=50, length=8, out=str(out), progress=False)
     with pytest.raises(TypeError, match=pattern):
         agent_run.train_agent(run)
     assert not out.exists()
@@ -140,7 +140,7 @@ def test_vector_envs_fast_forward_to_the_same_dmc_state():
 
 @pytest.mark.slow
 def test_a_tiny_agent_beats_a_random_policy_on_cartpole_swingup(tmp_path):
-    run = agent_run.RunConfig(
+    run = agent_run.RunConfig.from_flags(
         env="dm_control/cartpole-swingup-v0", action_repeat=2, steps=6000, warmup=1000, eval_every=6000,
         eval_episodes=4, deter=64, units=64, stoch=8, classes=8, layers=1, batch=8, length=32, train_ratio=32.0,
         model_lr=1e-3, actor_lr=1e-3, critic_lr=1e-3, out=str(tmp_path), progress=False,

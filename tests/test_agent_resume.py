@@ -128,7 +128,7 @@ def test_sigint_saves_says_how_to_resume_and_exits_0(tmp_path):
 def test_two_runs_with_one_seed_give_the_same_run(tmp_path):
     short = {**TINY, "steps": 160, "eval_every": 160, "save_every": 1000}
     for name in ("a", "b"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(tmp_path / name), **short))
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(tmp_path / name), **short))
     _assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
@@ -145,7 +145,7 @@ def _corrupt(path: pathlib.Path, how: str) -> None:
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "run"
     short = {**TINY, "steps": 160, "eval_every": 160, "save_every": 1000}
-    agent_run.train_agent(agent_run.RunConfig(out=str(out), **short))
+    agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(out), **short))
     return out, short
 
 
@@ -157,7 +157,7 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(finished_run, tmp_path,
     shutil.copytree(finished_run[0], out)
     _corrupt(out / "resume" / "arrays.msgpack", how)
     with pytest.raises(ValueError, match=r"arrays\.msgpack.*(truncated|corrupted)"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(out), **finished_run[1]), resume=True)
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(out), **finished_run[1]), resume=True)
     with pytest.raises(ValueError, match=r"arrays\.msgpack"):
         run_checkpoint.restore(out, {})
 
@@ -170,11 +170,11 @@ def test_a_foreign_checkpoint_is_refused(finished_run, tmp_path):
     # The same folder resumed with other sizes: the flags are compared first ...
     bigger = {**finished_run[1], "units": 32}
     with pytest.raises(ValueError, match=r"--units 32 \(the run has 16\)"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(other), **bigger), resume=True)
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(other), **bigger), resume=True)
     # ... and a checkpoint whose arrays are another run's (its state.json edited to claim this config).
     state_path = other / "resume" / "state.json"
     state = json.loads(state_path.read_text())
-    state["run"]["units"] = 32
+    state["run"]["world_model"]["units"] = 32
     text = json.dumps(state).encode()
     state_path.write_bytes(text)
     manifest_path = other / "resume" / "manifest.json"
@@ -182,7 +182,7 @@ def test_a_foreign_checkpoint_is_refused(finished_run, tmp_path):
     manifest["files"]["state.json"] = {"size": len(text), "sha256": run_checkpoint._sha256(text)}
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="not one of this run"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(other), **bigger), resume=True)
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(other), **bigger), resume=True)
 
 
 def test_load_names_a_damaged_or_foreign_file(finished_run, tmp_path):
@@ -203,7 +203,7 @@ def test_load_names_a_damaged_or_foreign_file(finished_run, tmp_path):
     out = tmp_path / "foreign"
     shutil.copytree(src, out)
     other = tmp_path / "other-run"
-    agent_run.train_agent(agent_run.RunConfig(out=str(other), **{**finished_run[1], "deter": 8}))
+    agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(other), **{**finished_run[1], "deter": 8}))
     shutil.copy(other / "world_model.msgpack", out / "world_model.msgpack")
     meta = json.loads((out / "agent.json").read_text())
     meta.pop("world_model_file")
@@ -230,7 +230,8 @@ def test_run_json_records_what_wrote_the_run(finished_run):
 
 
 def test_load_reads_an_agent_json_with_the_retired_actor_fields(finished_run, tmp_path):
-    """agent.json files written before AgentConfig lost `actor_layers` / `actor_units` (never read) still load,
+    """agent.json files written before AgentConfig lost `actor_layers` / `actor_units` (never read) and
+    `critic_units` (always the world model's `units`, which the critic now reads) still load,
     and act as the same run; any other unknown field is refused, naming the file."""
     import shutil
 
@@ -238,7 +239,7 @@ def test_load_reads_an_agent_json_with_the_retired_actor_fields(finished_run, tm
     old = tmp_path / "old-format"
     shutil.copytree(src, old)
     meta = json.loads((old / "agent.json").read_text())
-    meta["agent_config"].update(actor_layers=2, actor_units=16)
+    meta["agent_config"].update(actor_layers=2, actor_units=16, critic_units=16)
     (old / "agent.json").write_text(json.dumps(meta))
     obs = np.linspace(-1.0, 1.0, 4)
     np.testing.assert_array_equal(load(old)(obs), load(src)(obs))
@@ -258,15 +259,18 @@ def test_configs_that_predate_a_learning_rule_read_as_trained_not_as_todays_defa
     from dreamer_actor.agent import train as agent_train
     from dreamer_actor.agent import world_model as wm
 
-    today = agent_run.RunConfig()
-    assert {k: getattr(today, k) for k in EARLIER} == {
+    today = agent_run.RunConfig().flag_values()
+    assert {k: today[k] for k in EARLIER} == {
         "norm": "rms", "slow_target": False, "predicted_start_cont": True, "repval_scale": 0.3,
         "imagine_pre_update": True,
     }  # fmt: skip
-    stored = dataclasses.asdict(agent_run.RunConfig(**TINY))
-    old = {k: v for k, v in stored.items() if k not in EARLIER}
-    assert {k: getattr(agent_run.RunConfig.from_dict(old), k) for k in EARLIER} == EARLIER
-    assert agent_run.RunConfig.from_dict(stored) == agent_run.RunConfig(**TINY)
+    # Run files before that day held every flag at one level (the flat layout).
+    flat = agent_run.RunConfig.from_flags(**TINY).flag_values()
+    old = {k: v for k, v in flat.items() if k not in EARLIER}
+    assert {k: agent_run.RunConfig.from_dict(old).flag_values()[k] for k in EARLIER} == EARLIER
+    assert agent_run.RunConfig.from_dict(flat) == agent_run.RunConfig.from_flags(**TINY)
+    stored = dataclasses.asdict(agent_run.RunConfig.from_flags(**TINY))
+    assert agent_run.RunConfig.from_dict(stored) == agent_run.RunConfig.from_flags(**TINY)
     agent = dataclasses.asdict(agent_train.AgentConfig())
     rules = {k: v for k, v in EARLIER.items() if k != "norm"}
     assert {k: getattr(agent_train.AgentConfig.from_dict({k: v for k, v in agent.items() if k not in rules}), k)
@@ -283,7 +287,9 @@ def test_load_reads_a_run_trained_before_the_rule_fields_existed(tmp_path):
 
     src = tmp_path / "earlier"
     agent_run.train_agent(
-        agent_run.RunConfig(out=str(src), **{**TINY, "steps": 160, "eval_every": 160, "save_every": 1000}, **EARLIER)
+        agent_run.RunConfig.from_flags(
+            out=str(src), **{**TINY, "steps": 160, "eval_every": 160, "save_every": 1000}, **EARLIER
+        )
     )
     old = tmp_path / "old-format"
     shutil.copytree(src, old)
@@ -339,7 +345,9 @@ def test_one_stream_samples_what_replay_samples():
 @pytest.mark.parametrize("vector", ["sync", "async"])
 def test_four_envs_store_four_streams_as_four_hand_driven_envs(tmp_path, vector):
     out = tmp_path / "run"
-    run = agent_run.RunConfig(out=str(out), **{**TINY, "steps": 240, "eval_every": 240, "envs": 4, "vector": vector})
+    run = agent_run.RunConfig.from_flags(
+        out=str(out), **{**TINY, "steps": 240, "eval_every": 240, "envs": 4, "vector": vector}
+    )
     agent_run.train_agent(run)
     arrays = _arrays(out)
     log = arrays["loop/env_actions"]
@@ -409,7 +417,7 @@ FAULTY = {**TINY, "steps": 200, "eval_every": 200, "save_every": 50, "warmup": 3
 @pytest.mark.parametrize("name", ["NanReward", "NanObs"])
 def test_a_non_finite_env_output_stops_the_run_with_its_last_good_state(tmp_path, name):
     out = tmp_path / "run"
-    run = agent_run.RunConfig(**{**FAULTY, "env": f"dreamer_actor_tests/{name}-v0", "out": str(out)})
+    run = agent_run.RunConfig.from_flags(**{**FAULTY, "env": f"dreamer_actor_tests/{name}-v0", "out": str(out)})
     with pytest.raises(ValueError, match=r"non-finite observation or reward at env step 30"):
         agent_run.train_agent(run)
     arrays = _arrays(out)
@@ -439,7 +447,7 @@ def test_non_finite_updates_are_skipped_counted_and_k_in_a_row_stop_the_run(tmp_
 
     monkeypatch.setattr(agent_train, "make_update", make_update)
     out = tmp_path / "run"
-    run = agent_run.RunConfig(out=str(out), **{**TINY, "steps": 200, "max_skips": 4})
+    run = agent_run.RunConfig.from_flags(out=str(out), **{**TINY, "steps": 200, "max_skips": 4})
     with pytest.raises(RuntimeError, match="4 updates in a row had a non-finite loss or gradient"):
         agent_run.train_agent(run)
     curve = json.loads((out / "curve.json").read_text())
@@ -454,9 +462,9 @@ def test_a_skipped_update_leaves_every_learned_quantity_as_it_was():
 
     from dreamer_actor.agent import train as agent_train
 
-    run = agent_run.RunConfig(**TINY)
+    run = agent_run.RunConfig.from_flags(**TINY)
     actor_config, wm_config = run.model_configs(gym.make("CartPole-v1"))
-    config = run.agent_config()
+    config = run.agent
     state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, config)
     before = jax.tree.map(np.asarray, state.replace(key=jax.random.key_data(state.key)))
     update = agent_train.make_update(wm_config, actor_config, config)
@@ -496,7 +504,7 @@ def test_a_skipped_update_leaves_every_learned_quantity_as_it_was():
 )
 def test_bad_flags_are_refused_naming_the_flag(change, flag):
     with pytest.raises(ValueError, match=f"`{flag}`"):
-        agent_run.RunConfig(**{**TINY, **change})
+        agent_run.RunConfig.from_flags(**{**TINY, **change})
 
 
 def test_cli_bad_flag_is_a_usage_error_not_a_traceback():
@@ -512,7 +520,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
     try:
         for overwrite in (False, True):
             with pytest.raises(FileExistsError, match="in use by another run"):
-                agent_run.train_agent(agent_run.RunConfig(out=str(out), **{**TINY, "overwrite": overwrite}))
+                agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(out), **{**TINY, "overwrite": overwrite}))
         assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
     finally:
         claim.release()
@@ -522,11 +530,11 @@ def test_an_unwritable_out_and_an_unknown_env_fail_before_training_leaving_nothi
     a_file = tmp_path / "file"
     a_file.write_text("mine")
     with pytest.raises(OSError, match="cannot create the run folder"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(a_file / "run"), **TINY))
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(a_file / "run"), **TINY))
     assert a_file.read_text() == "mine"
     out = tmp_path / "unknown"
     with pytest.raises(gym.error.Error):
-        agent_run.train_agent(agent_run.RunConfig(out=str(out), **{**TINY, "env": "NoSuchEnv-v0"}))
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(out), **{**TINY, "env": "NoSuchEnv-v0"}))
     assert not out.exists()
 
 
@@ -539,25 +547,27 @@ def test_overwrite_replaces_a_previous_run_and_nothing_else(finished_run, tmp_pa
         (out / name).unlink()
     before = (out / "world_model.msgpack").read_bytes()
     again = {**finished_run[1], "seed": 1, "overwrite": True}
-    agent_run.train_agent(agent_run.RunConfig(out=str(out), **again))
+    agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(out), **again))
     assert (out / "world_model.msgpack").read_bytes() != before
     assert json.loads((out / "run.json").read_text())["run"]["seed"] == 1
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match=r"notes\.txt"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(out), **again))
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(out), **again))
     assert (out / "notes.txt").read_text() == "mine" and (out / "agent.json").exists()
 
 
 def test_overwrite_refuses_a_folder_with_only_a_users_curve_json(tmp_path):
     (tmp_path / "curve.json").write_text('{"mine": true}')
     with pytest.raises(FileExistsError, match="not a previous run"):
-        agent_run.train_agent(agent_run.RunConfig(out=str(tmp_path), **{**TINY, "overwrite": True}))
+        agent_run.train_agent(agent_run.RunConfig.from_flags(out=str(tmp_path), **{**TINY, "overwrite": True}))
     assert json.loads((tmp_path / "curve.json").read_text()) == {"mine": True}
 
 
 def test_an_integer_box_policy_returns_the_spaces_dtype(tmp_path):
     out = tmp_path / "run"
-    agent_run.train_agent(agent_run.RunConfig(**{**FAULTY, "env": "dreamer_actor_tests/IntBox-v0", "out": str(out)}))
+    agent_run.train_agent(
+        agent_run.RunConfig.from_flags(**{**FAULTY, "env": "dreamer_actor_tests/IntBox-v0", "out": str(out)})
+    )
     policy = load(out, deterministic=False)
     env = gym.make("dreamer_actor_tests/IntBox-v0")
     obs, _ = env.reset(seed=1)

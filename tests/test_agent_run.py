@@ -87,7 +87,7 @@ def test_out_dir_rules(tmp_path):
 
 def test_train_agent_refuses_a_user_folder_before_training(tmp_path):
     (tmp_path / "data.csv").write_text("1,2")
-    run = agent_run.RunConfig(env="CartPole-v1", steps=100, warmup=50, out=str(tmp_path), progress=False)
+    run = agent_run.RunConfig.from_flags(env="CartPole-v1", steps=100, warmup=50, out=str(tmp_path), progress=False)
     with pytest.raises(FileExistsError, match=r"data\.csv"):
         agent_run.train_agent(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
@@ -96,12 +96,62 @@ def test_train_agent_refuses_a_user_folder_before_training(tmp_path):
 def test_cli_documents_and_parses_every_flag(capsys):
     with pytest.raises(SystemExit):
         agent_cli.parse_args(["--help"])
-    text = capsys.readouterr().out
-    for field in dataclasses.fields(agent_run.RunConfig):  # every field is a flag with its own help text
-        assert "--" + field.name.replace("_", "-") in text and field.metadata["help"].split()[0] in text
-    run, resume = agent_cli.parse_args(["--env", "CartPole-v1", "--steps", "1234", "--overwrite", "--no-progress"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = agent_run.RunConfig()
+    # Every field with help text, the run's own and its nested configs', is a flag documented by that text.
+    documented = []
+    for config in (defaults, defaults.world_model, defaults.agent):
+        for field in dataclasses.fields(config):
+            if "help" in field.metadata:
+                assert "--" + field.name.replace("_", "-") in text and field.metadata["help"] in text, field.name
+                documented.append(field.name)
+    assert len(documented) == len(set(documented)) == len(defaults.flag_values()) == 41
+    run, resume = agent_cli.parse_args(
+        ["--env", "CartPole-v1", "--steps", "1234", "--overwrite", "--no-progress", "--units", "64", "--batch", "8",
+         "--norm", "layer", "--slow-target", "--model-lr", "1e-4"]
+    )  # fmt: skip
     assert not resume
     assert (run.env, run.steps, run.overwrite, run.progress) == ("CartPole-v1", 1234, True, False)
+    assert (run.world_model.units, run.world_model.norm, run.agent.batch, run.agent.slow_target) == (
+        64,
+        "layer",
+        8,
+        True,
+    )
+    assert run.agent.model_lr == 1e-4 and run == agent_run.RunConfig.from_flags(**run.flag_values())
+    # The choices come from the modules that define them.
+    assert "{layer,rms}" in text and "{reinforce,dynamics,mix}" in text and "{adam,laprop}" in text
+
+
+def test_run_config_nests_the_world_model_and_agent_configs():
+    """One declaration per field: `from_flags` routes each flag to the config that owns it; a field the run
+    sets from the env is refused; a bad value names its flag; an unknown flag is a TypeError naming it."""
+    from dreamer_actor.agent import train as agent_train
+    from dreamer_actor.agent import world_model as wm
+
+    run = agent_run.RunConfig.from_flags(env="CartPole-v1", deter=32, length=8, warmup=64, repval_scale=0.0)
+    assert run.world_model == wm.WorldModelConfig(deter=32)
+    assert run.agent == agent_train.AgentConfig(length=8, repval_scale=0.0)
+    assert agent_run.RunConfig.from_dict(dataclasses.asdict(run)) == run
+    assert run.with_flags(units=64).world_model.units == 64 and run.world_model.units == 128
+    with pytest.raises(TypeError, match=r"no flag named \['critic_units', 'lambda_'\]"):
+        run.with_flags(lambda_=0.9, critic_units=64)
+    bad = (({"units": 0}, "--units"), ({"norm": "batch"}, "--norm"), ({"estimator": "x"}, "--estimator"),
+           ({"repval_scale": -1.0}, "--repval-scale"), ({"slow_target": 1}, "--slow-target"))  # fmt: skip
+    for change, flag in bad:
+        with pytest.raises(ValueError, match=f"`{flag}` must be"):
+            agent_run.RunConfig.from_flags(**change)
+    with pytest.raises(ValueError, match="come from the env"):
+        agent_run.RunConfig(world_model=wm.WorldModelConfig(obs_dim=3))
+    # The model's sizes reach the world model, the actor and the critic; the env sets its dimensions.
+    actor_config, wm_config = run.model_configs(gym.make("CartPole-v1"))
+    assert (wm_config.obs_dim, wm_config.action_dim, wm_config.deter, actor_config.units) == (4, 2, 32, 128)
+    assert (
+        agent_run.RunConfig.from_flags(contdisc=True, discount=0.997)
+        .model_configs(gym.make("Pendulum-v1"))[1]
+        .cont_discount
+        == 0.997
+    )
 
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
@@ -114,10 +164,10 @@ def test_loop_act_equals_the_policy_step_on_device_arrays(env_id):
     from dreamer_actor.agent import train as agent_train
     from dreamer_actor.agent import world_model as wm
 
-    run = agent_run.RunConfig(env=env_id, deter=16, stoch=4, classes=4, units=16, layers=1)
+    run = agent_run.RunConfig.from_flags(env=env_id, deter=16, stoch=4, classes=4, units=16, layers=1)
     env = gym.make(env_id)
     actor_config, wm_config = run.model_configs(env)
-    state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, run.agent_config())
+    state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, run.agent)
     policy_step = agent_train.make_policy_step(wm_config, actor_config)
     obs = env.reset(seed=3)[0].astype(np.float64)  # a float64 observation is cast, as the loop's envs may give
     latent = wm.initial_latent(wm_config, (1,))

@@ -37,7 +37,7 @@ TINY = dict(
 
 
 def test_tiny_agent_learns_cartpole(tmp_path):
-    curve = train_agent(RunConfig(out=str(tmp_path), **TINY))
+    curve = train_agent(RunConfig.from_flags(out=str(tmp_path), **TINY))
     losses = [entry["wm_loss"] for entry in curve["losses"]]
     assert np.mean(losses[-5:]) < 0.5 * losses[0], losses
     final, random = curve["evals"][-1], curve["random"]

@@ -39,9 +39,11 @@ def numpy_twohot_ce(logits, target, bins):
 def agent():
     import gymnasium as gym
 
-    run = agent_run.RunConfig(env="Pendulum-v1", deter=16, units=16, stoch=4, classes=4, layers=1, warmup=64, length=8)
+    run = agent_run.RunConfig.from_flags(
+        env="Pendulum-v1", deter=16, units=16, stoch=4, classes=4, layers=1, warmup=64, length=8
+    )
     actor_config, wm_config = run.model_configs(gym.make("Pendulum-v1"))
-    config = run.agent_config()
+    config = run.agent
     state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, config)
     noise = lambda p, k: jax.tree.map(lambda x: x + 0.3 * jax.random.normal(k, x.shape), p)
     online, slow = noise(state.critic_params, jax.random.key(1)), noise(state.critic_params, jax.random.key(2))
@@ -69,7 +71,7 @@ def test_returns_bootstrap_from_the_chosen_critic_and_the_regularizer_is_the_slo
     gamma = 1.0 if contdisc else config.discount  # contdisc: the discount is inside the continue head
     model, critic = (
         wm.WorldModel(wm_config),
-        agent_train.Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm),
+        agent_train.Critic(wm_config.units, config.critic_layers, wm_config.num_bins, wm_config.norm),
     )
     n = start.h.shape[0]
     replayed_cont = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # 1 - terminated of the replayed starts
@@ -208,7 +210,7 @@ def test_rms_norm_everywhere_trains_saves_and_loads(tmp_path):
 
     from dreamer_actor.agent import load
 
-    run = agent_run.RunConfig(
+    run = agent_run.RunConfig.from_flags(
         env="Pendulum-v1", steps=96, warmup=64, eval_every=96, eval_episodes=1, deter=8, units=8, stoch=2,
         classes=2, layers=1, batch=2, length=8, train_ratio=16.0, norm="rms", out=str(tmp_path), progress=False,
     )  # fmt: skip
@@ -230,7 +232,7 @@ def test_rms_norm_everywhere_trains_saves_and_loads(tmp_path):
 def test_contdisc_puts_the_discount_into_the_continue_heads_target():
     import gymnasium as gym
 
-    run = agent_run.RunConfig(
+    run = agent_run.RunConfig.from_flags(
         env="Pendulum-v1", deter=8, units=8, stoch=2, classes=2, layers=1, warmup=64, length=8,
         contdisc=True, discount=0.997,
     )  # fmt: skip
@@ -253,3 +255,64 @@ def test_contdisc_puts_the_discount_into_the_continue_heads_target():
     target = (1.0 - batch["terminated"]) * 0.997
     bce = np.maximum(x, 0) - x * target + np.log1p(np.exp(-np.abs(x)))  # the log-loss of a soft target
     np.testing.assert_allclose(float(metrics["cont_loss"]), bce.mean(), rtol=1e-5)
+
+
+def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(agent, monkeypatch):
+    """With `repval_grad` the world model's gradient is that of official DreamerV3's one loss: the world-model
+    loss plus `repval_scale` times the replay value loss through the replayed posteriors (its targets held
+    fixed), transcribed here as a plain `jax.grad` of that sum; the update reads the gradient off an SGD step."""
+    import dataclasses
+
+    import optax
+
+    _run, actor_config, wm_config, config, state, online, slow, _ = agent
+    cfg = dataclasses.replace(config, repval_grad=True, repval_scale=0.3)
+    # A trained-looking critic: the fresh one's zero output layer would pass no gradient to its input.
+    state = state.replace(critic_params=online, slow_critic_params=slow)
+    batch = {k: jnp.asarray(v) for k, v in _pendulum_batch(cfg, seed=3).items()}
+    monkeypatch.setattr(agent_train, "optimizer", lambda config, lr: optax.sgd(1.0))
+    new, metrics = agent_train.train_step(state, batch, wm_config=wm_config, actor_config=actor_config, config=cfg)
+    assert float(metrics["skipped"]) == 0.0
+    got = jax.tree.map(lambda old, upd: old - upd, state.wm_params, new.wm_params)
+
+    sg = jax.lax.stop_gradient
+    model = wm.WorldModel(wm_config)
+    critic = agent_train.Critic(wm_config.units, cfg.critic_layers, wm_config.num_bins, wm_config.norm)
+    bins = wm.twohot_bins(wm_config.num_bins)
+    _, wm_key, imag_key = jax.random.split(state.key, 3)
+    b, length = cfg.batch, cfg.length
+    _, (post, _) = wm.world_model_loss(model, state.wm_params, batch, wm_key)
+    _, aux = agent_train.actor_objective(
+        state.actor_params, model=model, critic=critic, frozen=state.wm_params, slow=slow, online=online,
+        start=jax.tree.map(lambda x: x.reshape(b * length, *x.shape[2:]), post),
+        start_cont=1.0 - batch["terminated"].reshape(-1).astype(jnp.float32), normalizer_state=state.normalizer,
+        key=imag_key, actor_config=actor_config, config=cfg,
+    )  # fmt: skip
+    targets, weights = agent_train.replay_returns(
+        batch["reward"], batch["terminated"], batch["is_first"], aux["returns"][0].reshape(b, length),
+        discount=cfg.discount, lambda_=cfg.lambda_,
+    )  # fmt: skip
+
+    def replay_value_loss(p):
+        _, (post, _) = wm.world_model_loss(model, p, batch, wm_key)
+        h, z = post.h[:, :-1], post.z[:, :-1]
+        slow_values = wm.twohot_mean(critic.apply(slow, sg(h), sg(z)), bins)
+        logits = critic.apply(online, h, z)
+        loss = wm.twohot_loss(logits, sg(targets), bins) + cfg.slow_reg * wm.twohot_loss(logits, sg(slow_values), bins)
+        return cfg.repval_scale * jnp.mean(weights * loss)
+
+    own = jax.grad(lambda p: wm.world_model_loss(model, p, batch, wm_key)[0])(state.wm_params)
+    extra = jax.grad(replay_value_loss)(state.wm_params)
+    want = jax.tree.map(jnp.add, own, extra)
+    extra_norm, own_norm = float(optax.tree.norm(extra)), float(optax.tree.norm(own))
+    assert extra_norm > 1e-3 * own_norm  # the replay value loss's share is there to be found
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+        scale = max(float(jnp.abs(w).max()), 1e-12)
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * scale + 1e-6, err_msg=jax.tree_util.keystr(path))
+    # Without it, the world model's gradient is its own loss's alone.
+    plain, _ = agent_train.train_step(
+        state, batch, wm_config=wm_config, actor_config=actor_config, config=dataclasses.replace(cfg, repval_grad=False)
+    )
+    for g, w in zip(jax.tree.leaves(jax.tree.map(jnp.subtract, state.wm_params, plain.wm_params)), jax.tree.leaves(own),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * max(float(jnp.abs(w).max()), 1e-12) + 1e-6)

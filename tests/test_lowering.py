@@ -67,10 +67,12 @@ def test_the_actor_training_step_lowers_for_gpu_and_tpu(actor):
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 def test_the_agents_update_and_policy_step_lower_for_gpu_and_tpu(env_id):
-    run = agent_run.RunConfig(env=env_id, deter=16, stoch=4, classes=4, units=16, batch=2, length=4, horizon=3)
+    run = agent_run.RunConfig.from_flags(
+        env=env_id, deter=16, stoch=4, classes=4, units=16, batch=2, length=4, horizon=3
+    )
     env = gym.make(env_id)
     actor_config, wm_config = run.model_configs(env)
-    config = run.agent_config()
+    config = run.agent
     state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, config)
     b, length, obs_dim, action_dim = config.batch, config.length, env.observation_space.shape[0], wm_config.action_dim
     batch = {

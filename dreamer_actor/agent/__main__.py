@@ -6,20 +6,15 @@ import argparse
 import dataclasses
 import sys
 
-import dreamer_actor as da
-from dreamer_actor.agent import envs as envs_lib
-from dreamer_actor.agent import optimizers
-from dreamer_actor.agent import world_model as wm
-from dreamer_actor.agent.run import RunConfig, stored_config, train_agent
+from dreamer_actor.agent import flags
+from dreamer_actor.agent.run import NESTED, RunConfig, stored_config, train_agent
 
-# The values each string flag takes, from the modules that define them.
-CHOICES = {
-    "distribution": da.distributions.names(),
-    "estimator": da.train.ESTIMATORS,
-    "vector": envs_lib.VECTOR_MODES,
-    "norm": wm.NORMS,
-    "optimizer": optimizers.OPTIMIZERS,
-}
+
+def _flag_fields() -> list[tuple[dataclasses.Field, object]]:
+    """`(field, default)` of every flag: `RunConfig`'s own, then those of `RunConfig.world_model` and `.agent`."""
+    defaults = RunConfig()
+    parts = [(defaults, None)] + [(getattr(defaults, part), part) for part in NESTED]
+    return [(f, getattr(config, f.name)) for config, _ in parts for f in dataclasses.fields(config) if flags.is_flag(f)]
 
 
 def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -36,9 +31,9 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS if suppress_defaults else None,
         help="continue the run checkpointed in DIR (its own flags; any flag given with it must agree)",
     )
-    for field in dataclasses.fields(RunConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = argparse.SUPPRESS if suppress_defaults else field.default
+    for field, value in _flag_fields():
+        flag = flags.flag_name(field.name)
+        default = argparse.SUPPRESS if suppress_defaults else value
         if field.type in ("bool", bool):
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=field.metadata["help"]
@@ -46,8 +41,9 @@ def _parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             continue
         kind = {"int": int, "float": float}.get(str(field.type), str)
         kwargs: dict = {"type": kind, "default": default, "help": field.metadata["help"]}
-        if field.name in CHOICES:
-            kwargs["choices"] = CHOICES[field.name]
+        choices = getattr(field.metadata["check"], "choices", None)
+        if choices is not None:
+            kwargs["choices"] = choices
         parser.add_argument(flag, **kwargs)
     return parser
 
@@ -59,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, bool]:
     resume = args.pop("resume")
     try:
         if resume is None:
-            return RunConfig(**args), False
+            return RunConfig.from_flags(**args), False
         given = vars(_parser(suppress_defaults=True).parse_args(argv))
         given.pop("resume")
         if "out" in given and given["out"] != resume:
@@ -68,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, bool]:
             stored = stored_config(resume)
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
-        return dataclasses.replace(stored, **given), True
+        return stored.with_flags(**given), True
     except ValueError as error:
         parser.error(str(error))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pathlib
 import re
@@ -22,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import dreamer_actor as da
 from dreamer_actor.agent import checkpoint as run_checkpoint
 from dreamer_actor.agent import envs as envs_lib
-from dreamer_actor.agent import evaluation, optimizers, spaces
+from dreamer_actor.agent import evaluation, flags, spaces
 from dreamer_actor.agent import policy as agent_policy
 from dreamer_actor.agent import train as agent_train
 from dreamer_actor.agent import world_model as wm
@@ -102,178 +102,122 @@ def _remove_previous_run(out: pathlib.Path) -> None:
 RUN_FORMAT = "dreamer_actor.agent_run/1"
 
 
-def _positive_int(name: str, value: Any, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"RunConfig: `--{name.replace('_', '-')}` must be an int >= {low}, got {value!r}.")
-
-
-def _finite(name: str, value: Any, *, positive: bool = False, low: float | None = None, high: float | None = None):
-    flag = f"--{name.replace('_', '-')}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"RunConfig: `{flag}` must be a finite number, got {value!r}.")
-    if positive and value <= 0:
-        raise ValueError(f"RunConfig: `{flag}` must be > 0, got {value!r}.")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"RunConfig: `{flag}` must be in [{low}, {high}], got {value!r}.")
-
-
-def _flag(default: Any, help: str) -> Any:
-    """A `RunConfig` field: its default and its `--help` text (the CLI reads `metadata["help"]`)."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One training run (the CLI's flags; see `python -m dreamer_actor.agent --help`).
+    """One training run: the run's own fields, and its `world_model` and `agent` configs nested.
 
-    Every field is checked when the config is made: a bad value is a `ValueError` naming its flag,
-    before any env is made or any file written.
+    Every field with help text is a flag of `python -m dreamer_actor.agent` (see `--help`), named after
+    the field wherever it is nested: `RunConfig.from_flags(env="CartPole-v1", units=64, batch=8)` is
+    the run of `--env CartPole-v1 --units 64 --batch 8`. Every field is checked when its config is
+    made: a bad value is a `ValueError` naming its flag, before any env is made or any file written.
     """
 
-    env: str = _flag(
+    env: str = flags.flag(
         "Pendulum-v1",
         "gymnasium environment id (1-D Box or Dict-of-Box observations; Box or Discrete actions); "
         "dm_control/<domain>-<task>-v0 for DeepMind Control (the dmc extra)",
+        flags.text,
     )
-    steps: int = _flag(20_000, "real environment steps in total (warm-up included)")
-    seed: int = _flag(0, "seed of the networks, the env resets, the warm-up actions and the replay sampling")
-    out: str | None = _flag(
+    steps: int = flags.flag(20_000, "real environment steps in total (warm-up included)", flags.int_at_least(1))
+    seed: int = flags.flag(
+        0, "seed of the networks, the env resets, the warm-up actions and the replay sampling", flags.int_at_least(0)
+    )
+    out: str | None = flags.flag(
         None,
         "run folder: curve.json, curve.png, actor/ (da.save_checkpoint), world_model.msgpack, agent.json",
+        flags.optional_text,
     )
-    distribution: str | None = _flag(
+    distribution: str | None = flags.flag(
         None,
         "actor family: tanh_normal (Box default), bounded_normal (Box, official DreamerV3), categorical "
         "(Discrete, the only choice there)",
+        flags.choice(da.distributions.names(), none=True),
     )
-    estimator: str = _flag(
-        "reinforce",
-        "actor gradient: reinforce (DreamerV3), dynamics (backprop through the world model), mix",
+    train_ratio: float = flags.flag(
+        64.0, "replayed steps per env step; one update replays batch x length steps", flags.number(positive=True)
     )
-    train_ratio: float = _flag(64.0, "replayed steps per env step; one update replays batch x length steps")
-    warmup: int = _flag(1000, "uniform random env steps before the first update")
-    eval_every: int = _flag(2000, "env steps between evaluations on the real env (and one at the end)")
-    eval_episodes: int = _flag(20, "evaluation episodes (fixed reset seeds 10000 + i), deterministic and sampled each")
-    replay_capacity: int = _flag(1_000_000, "maximum stored steps (the oldest are overwritten)")
-    deter: int = _flag(128, "RSSM GRU width D")
-    stoch: int = _flag(16, "number S of categorical latents")
-    classes: int = _flag(8, "classes C per latent")
-    units: int = _flag(128, "width of every MLP (encoder, decoder, heads, actor, critic)")
-    layers: int = _flag(2, "hidden layers of encoder, decoder and heads (actor and critic have 2)")
-    norm: str = _flag(
-        "rms",
-        "rms (official DreamerV3's RMSNorm) or layer (LayerNorm) in every network: world model, GRU, actor, critic",
+    warmup: int = flags.flag(1000, "uniform random env steps before the first update", flags.int_at_least(0))
+    eval_every: int = flags.flag(
+        2000, "env steps between evaluations on the real env (and one at the end)", flags.int_at_least(1)
     )
-    batch: int = _flag(16, "replayed sequences B per update")
-    length: int = _flag(32, "replayed sequence length L (B x L imagination starts)")
-    horizon: int = _flag(15, "imagination horizon")
-    discount: float = _flag(0.99, "discount of the lambda-returns (times the continue head's prediction)")
-    optimizer: str = _flag(
-        "adam",
-        "adam (global-norm clip 100) or laprop (official DreamerV3's: adaptive clip 0.3, LaProp, 1,000-update"
-        " warm-up; official lr 4e-5)",
+    eval_episodes: int = flags.flag(
+        20,
+        "evaluation episodes (fixed reset seeds 10000 + i), deterministic and sampled each",
+        flags.int_at_least(1),
     )
-    model_lr: float = _flag(6e-4, "world-model learning rate")
-    actor_lr: float = _flag(3e-4, "actor learning rate")
-    critic_lr: float = _flag(3e-4, "critic learning rate")
-    slow_target: bool = _flag(
-        False,
-        "lambda-returns bootstrap and advantage baseline from the slow critic (off: the online critic, as "
-        "official DreamerV3)",
+    replay_capacity: int = flags.flag(
+        1_000_000, "maximum stored steps (the oldest are overwritten)", flags.int_at_least(1)
     )
-    predicted_start_cont: bool = _flag(
-        True,
-        "weight imagination starts by the continue head's prediction (official DreamerV3; off: the replayed "
-        "1 - terminated)",
-    )
-    repval_scale: float = _flag(
-        0.3,
-        "weight of the replay value loss: the critic also learns lambda-returns along the replayed posteriors"
-        " (official DreamerV3: 0.3; 0 is off)",
-    )
-    imagine_pre_update: bool = _flag(
-        True,
-        "roll imagination out in the world model that made the starts, before this update's step (official "
-        "DreamerV3; off: the updated one)",
-    )
-    contdisc: bool = _flag(
-        False,
-        "the discount goes into the continue head's target, (1 - terminated) * discount, and imagination "
-        "discounts by the predicted continue alone (official DreamerV3 with --discount 0.997)",
-    )
-    entropy_coef: float = _flag(3e-4, "actor entropy bonus")
-    terminal_weight: float = _flag(1.0, "weight of terminal steps in the continue head's loss (DreamerV3: 1)")
-    action_repeat: int = _flag(
+    action_repeat: int = flags.flag(
         1,
         "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); --steps, "
         "--warmup, --eval-every and --save-every count policy steps, the curve also frames",
+        flags.int_at_least(1),
     )
-    envs: int = _flag(
+    envs: int = flags.flag(
         1,
         "env copies stepped together (gymnasium vector env); the actor acts on all of them in one call",
+        flags.int_at_least(1),
     )
-    vector: str = _flag("sync", "how the copies run: sync (in this process) or async (a worker process each)")
-    devices: int = _flag(
+    vector: str = flags.flag(
+        "sync",
+        "how the copies run: sync (in this process) or async (a worker process each)",
+        flags.choice(envs_lib.VECTOR_MODES),
+    )
+    devices: int = flags.flag(
         1,
         "data parallel update over the first N of jax.devices(): the replayed batch (and the imagination "
         "starts) split along B over them, the parameters replicated; N must divide --batch",
+        flags.int_at_least(1),
     )
-    save_every: int = _flag(
+    save_every: int = flags.flag(
         5000,
         "env steps between checkpoints of the whole run in OUT/resume/ (also at the end and on "
         "SIGINT/SIGTERM); continue one with --resume OUT",
+        flags.int_at_least(1),
     )
-    max_skips: int = _flag(10, "updates in a row with a non-finite loss or gradient (each skipped) that stop the run")
-    overwrite: bool = _flag(
+    max_skips: int = flags.flag(
+        10,
+        "updates in a row with a non-finite loss or gradient (each skipped) that stop the run",
+        flags.int_at_least(1),
+    )
+    overwrite: bool = flags.flag(
         False,
         "reuse an --out folder that holds a previous run of this agent (only its own files are replaced; any "
         "other content is refused)",
+        flags.boolean,
     )
-    progress: bool = _flag(True, "show a tqdm progress bar (--no-progress to hide it)")
+    progress: bool = flags.flag(True, "show a tqdm progress bar (--no-progress to hide it)", flags.boolean)
+    world_model: wm.WorldModelConfig = dataclasses.field(default_factory=wm.WorldModelConfig)
+    agent: agent_train.AgentConfig = dataclasses.field(default_factory=agent_train.AgentConfig)
 
     def __post_init__(self):
-        if not isinstance(self.env, str) or not self.env:
-            raise ValueError(f"RunConfig: `--env` must be a gymnasium id, got {self.env!r}.")
-        for name in ("steps", "eval_every", "eval_episodes", "replay_capacity", "deter", "stoch", "units", "batch",
-                     "length", "horizon", "action_repeat", "envs", "devices", "save_every", "max_skips"):  # fmt: skip
-            _positive_int(name, getattr(self, name))
-        _positive_int("classes", self.classes, low=2)
-        _positive_int("layers", self.layers, low=0)
-        _positive_int("warmup", self.warmup, low=0)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"RunConfig: `--seed` must be an int >= 0, got {self.seed!r}.")
-        for name in ("train_ratio", "model_lr", "actor_lr", "critic_lr"):
-            _finite(name, getattr(self, name), positive=True)
-        _finite("discount", self.discount, low=0.0, high=1.0)
-        if self.contdisc and self.discount <= 0.0:
-            raise ValueError("RunConfig: `--contdisc` needs `--discount` > 0 (it is the continue head's target).")
-        _finite("entropy_coef", self.entropy_coef, low=0.0)
-        _finite("repval_scale", self.repval_scale, low=0.0)
-        _finite("terminal_weight", self.terminal_weight, low=0.0)
-        if self.optimizer not in optimizers.OPTIMIZERS:
+        flags.check_fields(self)
+        if not isinstance(self.world_model, wm.WorldModelConfig) or not isinstance(self.agent, agent_train.AgentConfig):
+            raise ValueError("RunConfig: `world_model` and `agent` must be a WorldModelConfig and an AgentConfig.")
+        derived = {"obs_dim": None, "action_dim": None, "cont_discount": 1.0}
+        if any(getattr(self.world_model, name) != value for name, value in derived.items()):
             raise ValueError(
-                f"RunConfig: `--optimizer` must be one of {optimizers.OPTIMIZERS}, got {self.optimizer!r}."
+                "RunConfig: `world_model.obs_dim`, `action_dim` and `cont_discount` come from the env and "
+                f"`--contdisc`; leave them at {derived}."
             )
-        if self.norm not in wm.NORMS:
-            raise ValueError(f"RunConfig: `--norm` must be one of {wm.NORMS}, got {self.norm!r}.")
-        if self.vector not in envs_lib.VECTOR_MODES:
-            raise ValueError(f"RunConfig: `--vector` must be one of {envs_lib.VECTOR_MODES}, got {self.vector!r}.")
-        if self.devices > 1 and (self.devices > jax.device_count() or self.batch % self.devices):
+        batch, length = self.agent.batch, self.agent.length
+        if self.devices > 1 and (self.devices > jax.device_count() or batch % self.devices):
             raise ValueError(
                 f"RunConfig: `--devices` {self.devices} must be at most jax.device_count() ({jax.device_count()}) "
-                f"and divide `--batch` {self.batch}."
+                f"and divide `--batch` {batch}."
             )
         # Every stream must hold a whole replayed sequence when the first update comes, and keep one.
-        if self.warmup // self.envs < self.length:
+        if self.warmup // self.envs < length:
             raise ValueError(
                 f"RunConfig: `--warmup` {self.warmup} gives each of the {self.envs} env(s) {self.warmup // self.envs} "
-                f"steps before the first update, fewer than `--length` {self.length}; raise --warmup to at least "
-                f"{self.length * self.envs}."
+                f"steps before the first update, fewer than `--length` {length}; raise --warmup to at least "
+                f"{length * self.envs}."
             )
-        if self.stream_capacity() < self.length:
+        if self.stream_capacity() < length:
             raise ValueError(
                 f"RunConfig: `--replay-capacity` {self.replay_capacity} gives each of the {self.envs} env(s) "
-                f"{self.stream_capacity()} steps, fewer than `--length` {self.length}."
+                f"{self.stream_capacity()} steps, fewer than `--length` {length}."
             )
         if self.warmup >= self.steps:
             raise ValueError(
@@ -281,13 +225,43 @@ class RunConfig:
             )
 
     @classmethod
-    def from_dict(cls, fields: dict[str, Any]) -> RunConfig:
-        """The config of `dataclasses.asdict(run)` (a `run.json`'s or checkpoint's `"run"`).
+    def from_flags(cls, **flags_: Any) -> RunConfig:
+        """The run of these command-line flags (by field name, `model_lr=1e-4`), today's defaults elsewhere."""
+        return cls().with_flags(**flags_)
 
-        A learning rule the run predates is the value it was trained with (the defaults before
-        6 December 2026: `agent_train.EARLIER_RULES`, LayerNorm), not today's default.
+    def with_flags(self, **flags_: Any) -> RunConfig:
+        """This run with these flags changed (by field name); an unknown name is a TypeError naming it."""
+        owner = {name: part for part in (None, *NESTED) for name in _flag_names(self, part)}
+        unknown = sorted(set(flags_) - set(owner))
+        if unknown:
+            raise TypeError(f"RunConfig.with_flags: no flag named {unknown}; the flags are {sorted(owner)}.")
+        nested = {
+            part: dataclasses.replace(getattr(self, part), **{k: v for k, v in flags_.items() if owner[k] == part})
+            for part in NESTED
+        }
+        return dataclasses.replace(self, **{k: v for k, v in flags_.items() if owner[k] is None}, **nested)
+
+    def flag_values(self) -> dict[str, Any]:
+        """Every flag's value by field name (`from_flags(**run.flag_values())`: the run, but fields without a flag)."""
+        return {name: getattr(self if part is None else getattr(self, part), name)
+                for part in (None, *NESTED) for name in _flag_names(self, part)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> RunConfig:
+        """The config of `dataclasses.asdict(run)` (a `run.json`'s, checkpoint's or curve's `"run"`/`"config"`).
+
+        Files written before 6 December 2026 hold every flag at one level; they read as the same run.
+        A learning rule such a run predates is the value it was trained with (`agent_train.EARLIER_RULES`,
+        LayerNorm), not today's default.
         """
-        return cls(**{**agent_train.EARLIER_RULES, "norm": wm.EARLIER_NORM, **fields})
+        if "agent" not in fields:  # the flat layout of earlier files
+            return cls.from_flags(**{**agent_train.EARLIER_RULES, "norm": wm.EARLIER_NORM, **fields})
+        own = {k: v for k, v in fields.items() if k not in NESTED}
+        return cls(
+            **own,
+            world_model=wm.WorldModelConfig.from_dict(fields["world_model"]),
+            agent=agent_train.AgentConfig.from_dict(fields["agent"]),
+        )
 
     def stream_capacity(self) -> int:
         """Replay steps kept per env copy (a run never stores more than twice its steps)."""
@@ -297,42 +271,25 @@ class RunConfig:
         """`(ActorConfig, WorldModelConfig)` for a gymnasium env's (or `envs.Envs`') spaces and this run's sizes."""
         action_space = getattr(env, "single_action_space", None) or env.action_space
         observation_space = getattr(env, "single_observation_space", None) or env.observation_space
+        model = self.world_model
         actor_config = spaces.actor_config_for(
-            action_space, distribution=self.distribution, layers=2, units=self.units, norm=self.norm
+            action_space, distribution=self.distribution, layers=2, units=model.units, norm=model.norm
         )
-        wm_config = wm.WorldModelConfig(
+        wm_config = dataclasses.replace(
+            model,
             obs_dim=spaces.obs_dim_for(observation_space),
             action_dim=spaces.model_action_dim(actor_config),
-            deter=self.deter,
-            stoch=self.stoch,
-            classes=self.classes,
-            units=self.units,
-            layers=self.layers,
-            terminal_weight=self.terminal_weight,
-            norm=self.norm,
-            cont_discount=self.discount if self.contdisc else 1.0,
+            cont_discount=self.agent.discount if self.agent.contdisc else 1.0,
         )
         return actor_config, wm_config
 
-    def agent_config(self) -> agent_train.AgentConfig:
-        return agent_train.AgentConfig(
-            batch=self.batch,
-            length=self.length,
-            horizon=self.horizon,
-            discount=self.discount,
-            estimator=self.estimator,
-            entropy_coef=self.entropy_coef,
-            optimizer=self.optimizer,
-            model_lr=self.model_lr,
-            actor_lr=self.actor_lr,
-            critic_lr=self.critic_lr,
-            slow_target=self.slow_target,
-            predicted_start_cont=self.predicted_start_cont,
-            repval_scale=self.repval_scale,
-            imagine_pre_update=self.imagine_pre_update,
-            contdisc=self.contdisc,
-            critic_units=self.units,
-        )
+
+NESTED = ("world_model", "agent")  # RunConfig's nested configs, whose flag fields are flags of the run
+
+
+def _flag_names(run: RunConfig, part: str | None) -> list[str]:
+    config = run if part is None else getattr(run, part)
+    return [f.name for f in dataclasses.fields(config) if flags.is_flag(f)]
 
 
 def evaluate_policy(env_id: str, act: Any, *, episodes: int, action_repeat: int = 1) -> np.ndarray:
@@ -416,7 +373,7 @@ def loop_act(
     return latent, model_action, np.asarray(action), np.asarray(model_action)
 
 
-def _plot(curve: dict[str, Any], path: pathlib.Path) -> None:
+def _plot(curve: dict[str, Any], run: RunConfig, path: pathlib.Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -436,9 +393,7 @@ def _plot(curve: dict[str, Any], path: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"return ({len(evals[0]['deterministic']['returns'])} fixed-seed episodes)")
     axes[0].legend()
-    fig.suptitle(
-        f"DreamerV3 agent, {curve['config']['env']}, seed {curve['config']['seed']}, {curve['config']['estimator']}"
-    )
+    fig.suptitle(f"DreamerV3 agent, {run.env}, seed {run.seed}, {run.agent.estimator}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -523,13 +478,18 @@ def _write_json(path: pathlib.Path, content: Any) -> None:
 
 
 def _config_differences(stored: dict[str, Any], run: RunConfig) -> list[str]:
-    given = dataclasses.asdict(run)
+    """Each field where `run` differs from the stored run, as its flag (or `agent.rho`, a field without one)."""
     ignored = {"progress", "overwrite", "out"}
-    return [
-        f"--{name.replace('_', '-')} {given.get(name)!r} (the run has {stored[name]!r})"
-        for name in stored
-        if name not in ignored and given.get(name) != stored[name]
-    ]
+    have, given = RunConfig.from_dict(stored), run
+    differences = []
+    for part in (None, *NESTED):
+        old, new = (have, given) if part is None else (getattr(have, part), getattr(given, part))
+        for f in dataclasses.fields(old):
+            if f.name in ignored or f.name in NESTED or getattr(old, f.name) == getattr(new, f.name):
+                continue
+            name = flags.flag_name(f.name) if flags.is_flag(f) else f"{part}.{f.name}"
+            differences.append(f"{name} {getattr(new, f.name)!r} (the run has {getattr(old, f.name)!r})")
+    return differences
 
 
 def stored_config(out: str | pathlib.Path) -> RunConfig:
@@ -544,7 +504,7 @@ class _Loop:
     def __init__(self, run: RunConfig, envs: envs_lib.Envs, actor_config: Any, wm_config: wm.WorldModelConfig):
         self.run, self.envs = run, envs
         self.actor_config, self.wm_config = actor_config, wm_config
-        self.config = run.agent_config()
+        self.config = run.agent
         self.state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, self.config)
         self.replay = make_replay(run, wm_config.obs_dim, wm_config.action_dim)
         self.rng = np.random.default_rng(run.seed)
@@ -862,7 +822,7 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
     curve["wall_s"], curve["updates"] = wall(), c["updates"]
     if out is not None and "interrupted" not in curve:
         save()
-        _plot(curve, out / "curve.png")
+        _plot(curve, run, out / "curve.png")
         agent_policy.save_agent(out, loop.state, _agent_meta(run, loop))
     curve = dict(curve)
     curve["state"] = loop.state

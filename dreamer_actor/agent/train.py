@@ -22,7 +22,10 @@ r"""One jitted DreamerV3 update: world model on replay, then actor and critic in
 6. **Critic**: two-hot cross-entropy to `sg(R)` plus `slow_reg` times the cross-entropy to the
    slow critic's value, weighted; the slow critic is an EMA (`slow_rate`) of the critic. Plus
    `repval_scale` (0.3; 0 turns it off) times the same loss along the replayed posteriors
-   toward `replay_returns` (official DreamerV3's replay value loss).
+   toward `replay_returns` (official DreamerV3's replay value loss). With `repval_grad` (official
+   DreamerV3's `repval_grad: True`) that loss's gradient also reaches the world model through the
+   replayed posteriors, added to step 1's gradient before its optimizer step (one loss over all
+   modules, as official; needs `imagine_pre_update`).
 
 If any loss or gradient is non-finite, the update is skipped: the state comes back unchanged
 but for its PRNG key, and the metric `skipped` is 1 (the training loop counts and limits these).
@@ -42,11 +45,12 @@ import optax
 from flax import struct
 
 import dreamer_actor as da
-from dreamer_actor.agent import behavior, optimizers, spaces
+from dreamer_actor.agent import behavior, flags, optimizers, spaces
 from dreamer_actor.agent import world_model as wm
 
-# AgentConfig fields that earlier agent.json files carry and that never had an effect.
-RETIRED_FIELDS = ("actor_layers", "actor_units")
+# AgentConfig fields that earlier agent.json files carry: the actor's shape was never read from them (it is
+# its `da.ActorConfig`'s), and the critic's width was always the world model's `units`, which it now reads.
+RETIRED_FIELDS = ("actor_layers", "actor_units", "critic_units")
 # The learning rules whose defaults became official DreamerV3's on 6 December 2026, with the values a
 # file written before each field existed was trained with (every later file stores its own).
 EARLIER_RULES = {"slow_target": True, "predicted_start_cont": False, "repval_scale": 0.0, "imagine_pre_update": False}
@@ -54,79 +58,102 @@ EARLIER_RULES = {"slow_target": True, "predicted_start_cont": False, "repval_sca
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
-    """Learning hyperparameters (static: a change recompiles).
+    """Learning hyperparameters (static: a change recompiles); a run's `RunConfig.agent`.
+
+    A field with help text is also the command-line flag of the same name (`flags.flag`); a bad value
+    is a ValueError naming it. The others:
 
     Attributes:
-      batch, length: replayed `B` sequences of length `L` per update (`B * L` imagination starts).
-      horizon: imagined steps per start (DreamerV3: 15).
-      discount, lambda_: of the lambda-returns.
-      estimator: `"reinforce"` (DreamerV3), `"dynamics"` or `"mix"` (`rho` weights REINFORCE).
-      entropy_coef: actor entropy bonus on the normalized advantage scale (DreamerV3: 3e-4).
-      optimizer: `"adam"` (global-norm clipping at `grad_clip`, then Adam) or `"laprop"` (official
-        DreamerV3's: adaptive clipping at `agc`, LaProp, a 1,000-update warm-up; `optimizers.laprop`).
-      model_lr, actor_lr, critic_lr: learning rates; grad_clip: Adam's global-norm clipping; agc: LaProp's.
+      lambda_: of the lambda-returns (DreamerV3: 0.95).
+      rho: weight of REINFORCE in the `"mix"` estimator.
+      grad_clip: Adam's global-norm clipping; agc: LaProp's adaptive clipping (`optimizers.laprop`).
       slow_rate: EMA rate of the slow critic; slow_reg: weight of the critic's pull to it.
-      predicted_start_cont: weight each start by the continue head's prediction there (True, official
-        DreamerV3 and `da.imagination_weights`' recommendation) or by the replayed `1 - terminated` (False).
-      repval_scale: weight of the replay value loss (official DreamerV3: 0.3; 0 turns it off): the critic
-        also learns `replay_returns` along the replayed posterior sequences.
-      contdisc: the discount lives in the continue head (its target `(1 - terminated) * discount`, set
-        by the run as `WorldModelConfig.cont_discount`), so imagination discounts by the predicted
-        continue alone (official DreamerV3's `contdisc: True`); the replay value loss keeps `discount`.
-      imagine_pre_update: roll imagination out in the world model that made the starts, before this
-        update's step (True, official DreamerV3), or in the model after it (False).
-      slow_target: the lambda-returns bootstrap from, and the advantage baseline is, the slow critic
-        (True) or the online critic (False, official DreamerV3's `imag_loss: {slowtar: False}`).
-      critic_layers, critic_units: the critic's MLP (the actor's shape is its `da.ActorConfig`'s).
+      critic_layers: hidden layers of the critic (its width is the world model's `units`, as the actor's).
     """
 
-    batch: int = 16
-    length: int = 64
-    horizon: int = 15
-    discount: float = 0.99
-    lambda_: float = 0.95
-    estimator: str = "reinforce"
-    rho: float = 0.5
-    entropy_coef: float = 3e-4
-    model_lr: float = 6e-4
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    optimizer: str = "adam"
-    grad_clip: float = 100.0
-    agc: float = 0.3
-    slow_rate: float = 0.02
-    slow_reg: float = 1.0
-    slow_target: bool = False
-    predicted_start_cont: bool = True
-    repval_scale: float = 0.3
-    imagine_pre_update: bool = True
-    contdisc: bool = False
-    critic_layers: int = 2
-    critic_units: int = 128
+    batch: int = flags.flag(16, "replayed sequences B per update", flags.int_at_least(1))
+    length: int = flags.flag(32, "replayed sequence length L (B x L imagination starts)", flags.int_at_least(1))
+    horizon: int = flags.flag(15, "imagination horizon", flags.int_at_least(1))
+    discount: float = flags.flag(
+        0.99, "discount of the lambda-returns (times the continue head's prediction)", flags.number(low=0.0, high=1.0)
+    )
+    lambda_: float = flags.field(0.95, flags.number(low=0.0, high=1.0))
+    estimator: str = flags.flag(
+        "reinforce",
+        "actor gradient: reinforce (DreamerV3), dynamics (backprop through the world model), mix",
+        flags.choice(da.train.ESTIMATORS),
+    )
+    rho: float = flags.field(0.5, flags.number(low=0.0, high=1.0))
+    entropy_coef: float = flags.flag(3e-4, "actor entropy bonus", flags.number(low=0.0))
+    model_lr: float = flags.flag(6e-4, "world-model learning rate", flags.number(positive=True))
+    actor_lr: float = flags.flag(3e-4, "actor learning rate", flags.number(positive=True))
+    critic_lr: float = flags.flag(3e-4, "critic learning rate", flags.number(positive=True))
+    optimizer: str = flags.flag(
+        "adam",
+        "adam (global-norm clip 100) or laprop (official DreamerV3's: adaptive clip 0.3, LaProp, 1,000-update"
+        " warm-up; official lr 4e-5)",
+        flags.choice(optimizers.OPTIMIZERS),
+    )
+    grad_clip: float = flags.field(100.0, flags.number(positive=True))
+    agc: float = flags.field(0.3, flags.number(positive=True))
+    slow_rate: float = flags.field(0.02, flags.number(low=0.0, high=1.0))
+    slow_reg: float = flags.field(1.0, flags.number(low=0.0))
+    slow_target: bool = flags.flag(
+        False,
+        "lambda-returns bootstrap and advantage baseline from the slow critic (off: the online critic, as "
+        "official DreamerV3)",
+        flags.boolean,
+    )
+    predicted_start_cont: bool = flags.flag(
+        True,
+        "weight imagination starts by the continue head's prediction (official DreamerV3 and "
+        "da.imagination_weights' recommendation; off: the replayed 1 - terminated)",
+        flags.boolean,
+    )
+    repval_scale: float = flags.flag(
+        0.3,
+        "weight of the replay value loss: the critic also learns lambda-returns along the replayed posteriors"
+        " (official DreamerV3: 0.3; 0 is off)",
+        flags.number(low=0.0),
+    )
+    repval_grad: bool = flags.flag(
+        False,
+        "the replay value loss also trains the world model: its gradient flows into the replayed posteriors "
+        "(official DreamerV3's repval_grad: True; needs --imagine-pre-update; no effect at --repval-scale 0)",
+        flags.boolean,
+    )
+    imagine_pre_update: bool = flags.flag(
+        True,
+        "roll imagination out in the world model that made the starts, before this update's step (official "
+        "DreamerV3; off: the updated one)",
+        flags.boolean,
+    )
+    contdisc: bool = flags.flag(
+        False,
+        "the discount goes into the continue head's target, (1 - terminated) * discount, and imagination "
+        "discounts by the predicted continue alone (official DreamerV3 with --discount 0.997); the replay "
+        "value loss keeps the discount",
+        flags.boolean,
+    )
+    critic_layers: int = flags.field(2, flags.int_at_least(1))
 
     def __post_init__(self):
-        if self.optimizer not in optimizers.OPTIMIZERS:
+        flags.check_fields(self)
+        if self.contdisc and self.discount <= 0.0:
+            raise ValueError("AgentConfig: `--contdisc` needs `--discount` > 0 (it is the continue head's target).")
+        if self.repval_grad and not self.imagine_pre_update:
             raise ValueError(
-                f"AgentConfig: `optimizer` must be one of {optimizers.OPTIMIZERS}, got {self.optimizer!r}."
+                "AgentConfig: `--repval-grad` needs `--imagine-pre-update`: the world model's step waits for the "
+                "replay value loss, which needs the imagined returns."
             )
-        if self.estimator not in da.train.ESTIMATORS:
-            raise ValueError(f"AgentConfig: `estimator` must be one of {da.train.ESTIMATORS}, got {self.estimator!r}.")
-        for name in ("batch", "length", "horizon", "critic_layers", "critic_units"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"AgentConfig: `{name}` must be a positive int, got {value!r}.")
-        for name in ("discount", "lambda_", "rho"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"AgentConfig: `{name}` must be in [0, 1], got {getattr(self, name)!r}.")
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> AgentConfig:
         """The config of `dataclasses.asdict(config)` (an `agent.json`'s `"agent_config"`).
 
-        `actor_layers` and `actor_units`, which `agent.json` files written before 6 December 2026 carry
-        and nothing ever read (the actor's shape is its `da.ActorConfig`), are dropped; any other
-        unknown field is a TypeError naming it. A learning rule the file predates is the value it
-        was trained with (`EARLIER_RULES`), not today's default.
+        `RETIRED_FIELDS`, which earlier files carry, are dropped; any other unknown field is a
+        TypeError naming it. A learning rule the file predates is the value it was trained with
+        (`EARLIER_RULES`), not today's default.
         """
         return cls(**{**EARLIER_RULES, **{k: v for k, v in fields.items() if k not in RETIRED_FIELDS}})
 
@@ -181,7 +208,7 @@ def init_agent(
     wm_params = wm.init_world_model(wm_key, wm_config)
     latent = wm.initial_latent(wm_config, (1,))
     actor_params = da.Actor.from_config(actor_config).init(actor_key, latent.h, latent.z)
-    critic_params = Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm).init(
+    critic_params = Critic(wm_config.units, config.critic_layers, wm_config.num_bins, wm_config.norm).init(
         critic_key, latent.h, latent.z
     )
     return AgentState(
@@ -348,17 +375,27 @@ def train_step(
       batch: `[B, L, ...]` arrays from `Replay.sample`.
     """
     model = wm.WorldModel(wm_config)
-    critic = Critic(config.critic_units, config.critic_layers, wm_config.num_bins, wm_config.norm)
+    critic = Critic(wm_config.units, config.critic_layers, wm_config.num_bins, wm_config.norm)
     bins = wm.twohot_bins(wm_config.num_bins)
     key, wm_key, imag_key = jax.random.split(state.key, 3)
     sg = jax.lax.stop_gradient
 
-    # 1. World model.
-    (wm_loss, (post, wm_metrics)), wm_grads = jax.value_and_grad(
-        lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
-    )(state.wm_params)
-    wm_updates, wm_opt = optimizer(config, config.model_lr).update(wm_grads, state.wm_opt, state.wm_params)
-    wm_params = optax.apply_updates(state.wm_params, wm_updates)
+    # 1. World model. With `repval_grad` its gradient also carries the replay value loss's through the
+    # posteriors (step 4), so the loss is linearized here and its step waits for that cotangent.
+    repval_grad = config.repval_grad and config.repval_scale > 0
+    if repval_grad:
+
+        def loss_and_posteriors(p):
+            loss, (latents, metrics) = wm.world_model_loss(model, p, batch, wm_key)
+            return (loss, latents), metrics
+
+        (wm_loss, post), wm_vjp, wm_metrics = jax.vjp(loss_and_posteriors, state.wm_params, has_aux=True)
+    else:
+        (wm_loss, (post, wm_metrics)), wm_grads = jax.value_and_grad(
+            lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
+        )(state.wm_params)
+        wm_updates, wm_opt = optimizer(config, config.model_lr).update(wm_grads, state.wm_opt, state.wm_params)
+        wm_params = optax.apply_updates(state.wm_params, wm_updates)
 
     # 2. Starts: all B * L posterior states.
     n = config.batch * config.length
@@ -366,7 +403,7 @@ def train_step(
     start_cont = 1.0 - batch["terminated"].reshape(n).astype(jnp.float32)
     # The rollout's model: after this update's world-model step, or (official DreamerV3) the parameters that
     # also made the starts.
-    frozen = sg(state.wm_params if config.imagine_pre_update else wm_params)
+    frozen = sg(state.wm_params if config.imagine_pre_update else wm_params)  # pre-update with repval_grad
     slow, online = sg(state.slow_critic_params), sg(state.critic_params)
 
     # 3. Actor.
@@ -395,12 +432,25 @@ def train_step(
         rslow = wm.twohot_mean(critic.apply(slow, rh, rz), bins)
         replay = (rh, rz, sg(rreturns), sg(rslow), rweights)
 
-    critic_loss, critic_grads = jax.value_and_grad(
-        lambda p: critic_objective(
+    def critic_loss_fn(p, replay_latent):
+        return critic_objective(
             p, critic=critic, h=h, z=z, returns=returns, slow_values=aux["slow_values"], weights=weights, bins=bins,
-            config=config, replay=replay,
+            config=config, replay=replay if replay is None else (*replay_latent, *replay[2:]),
+        )  # fmt: skip
+
+    if repval_grad:
+        # The replay value loss's gradient at the replayed posteriors (the window's last step has none),
+        # pulled back through the world model and added to its own loss's gradient: official DreamerV3's
+        # one loss over all modules with `repval_grad: True`.
+        critic_loss, (critic_grads, (grad_h, grad_z)) = jax.value_and_grad(critic_loss_fn, argnums=(0, 1))(
+            state.critic_params, (post.h[:, :-1], post.z[:, :-1])
         )
-    )(state.critic_params)  # fmt: skip
+        pad = lambda g: jnp.concatenate([g, jnp.zeros_like(g[:, :1])], 1)
+        (wm_grads,) = wm_vjp((jnp.ones_like(wm_loss), wm.Latent(pad(grad_h), pad(grad_z))))
+        wm_updates, wm_opt = optimizer(config, config.model_lr).update(wm_grads, state.wm_opt, state.wm_params)
+        wm_params = optax.apply_updates(state.wm_params, wm_updates)
+    else:
+        critic_loss, critic_grads = jax.value_and_grad(critic_loss_fn)(state.critic_params, replay and replay[:2])
     critic_updates, critic_opt = optimizer(config, config.critic_lr).update(
         critic_grads, state.critic_opt, state.critic_params
     )

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from flax import struct
 
 import dreamer_actor as da
+from dreamer_actor.agent import flags
 
 NUM_BINS = 255
 NORMS = ("layer", "rms")
@@ -134,43 +135,52 @@ def kl_losses(post: jax.Array, prior: jax.Array, free_nats: float) -> tuple[jax.
 
 @dataclasses.dataclass(frozen=True)
 class WorldModelConfig:
-    """Sizes and loss scales of the world model (static).
+    """Sizes and loss scales of the world model (static); a run's `RunConfig.world_model`.
+
+    A field with help text is also the command-line flag of the same name (`flags.flag`); a bad value
+    is a ValueError naming it. The others:
 
     Attributes:
-      obs_dim: `O`, observation width (flat vector observations).
-      action_dim: `A`, width of the action the model reads (one-hot for discrete actions).
-      deter: `D`, GRU width.
-      stoch, classes: `S x C` categorical latents.
-      units: hidden width of every MLP; layers: hidden layers of encoder, decoder and heads.
+      obs_dim: `O`, observation width (flat vector observations); action_dim: `A`, width of the action
+        the model reads (one-hot for discrete actions). Both come from the env's spaces: a run's
+        config leaves them None and `RunConfig.model_configs(env)` sets them.
       unimix: uniform mix of the latent categoricals (DreamerV3: 1%).
       free_nats: free bits of both KL terms (DreamerV3: 1).
       dyn_scale, rep_scale: KL balancing (DreamerV3: 1.0 and 0.1).
       num_bins: two-hot bins of the reward head (and of the agent's critic).
       cont_discount: the continue head's target is `(1 - terminated) * cont_discount` (1: the plain
-        flag; official DreamerV3's `contdisc` puts its discount `1 - 1/333` here).
-      norm: `"rms"` (official DreamerV3's RMSNorm, eps 1e-4) or `"layer"` (LayerNorm, eps 1e-3) in every
-        MLP block and the GRU (the agent's critic and actor follow it).
-      terminal_weight: weight of a terminal step's continue loss (DreamerV3: 1, every step alike).
-        Terminals are rare in replay (CartPole-v1: well under 1% of the steps once episodes are
-        long), so a larger weight makes the head fit them; it biases p(continue) down only where
-        the model cannot tell a terminal from a non-terminal.
+        flag; official DreamerV3's `contdisc` puts its discount `1 - 1/333` here; a run sets it from
+        `AgentConfig.contdisc` and `discount`).
+
+    `terminal_weight` weighs a terminal step's continue loss (DreamerV3: 1, every step alike).
+    Terminals are rare in replay (CartPole-v1: well under 1% of the steps once episodes are long), so
+    a larger weight makes the head fit them; it biases p(continue) down only where the model cannot
+    tell a terminal from a non-terminal.
     """
 
-    obs_dim: int
-    action_dim: int
-    deter: int = 128
-    stoch: int = 16
-    classes: int = 8
-    units: int = 128
-    layers: int = 2
-    unimix: float = 0.01
-    free_nats: float = 1.0
-    dyn_scale: float = 1.0
-    rep_scale: float = 0.1
-    num_bins: int = NUM_BINS
-    terminal_weight: float = 1.0
-    norm: str = "rms"
-    cont_discount: float = 1.0
+    obs_dim: int | None = flags.field(None, flags.int_at_least(1, none=True))
+    action_dim: int | None = flags.field(None, flags.int_at_least(1, none=True))
+    deter: int = flags.flag(128, "RSSM GRU width D", flags.int_at_least(1))
+    stoch: int = flags.flag(16, "number S of categorical latents", flags.int_at_least(1))
+    classes: int = flags.flag(8, "classes C per latent", flags.int_at_least(2))
+    units: int = flags.flag(128, "width of every MLP (encoder, decoder, heads, actor, critic)", flags.int_at_least(1))
+    layers: int = flags.flag(
+        2, "hidden layers of encoder, decoder and heads (actor and critic have 2)", flags.int_at_least(0)
+    )
+    unimix: float = flags.field(0.01, flags.number(low=0.0, high=0.99))
+    free_nats: float = flags.field(1.0, flags.number(low=0.0))
+    dyn_scale: float = flags.field(1.0, flags.number(low=0.0))
+    rep_scale: float = flags.field(0.1, flags.number(low=0.0))
+    num_bins: int = flags.field(NUM_BINS, flags.int_at_least(2))
+    terminal_weight: float = flags.flag(
+        1.0, "weight of terminal steps in the continue head's loss (DreamerV3: 1)", flags.number(positive=True)
+    )
+    norm: str = flags.flag(
+        "rms",
+        "rms (official DreamerV3's RMSNorm) or layer (LayerNorm) in every network: world model, GRU, actor, critic",
+        flags.choice(NORMS),
+    )
+    cont_discount: float = flags.field(1.0, flags.number(positive=True, high=1.0))
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> WorldModelConfig:
@@ -182,23 +192,20 @@ class WorldModelConfig:
         return cls(**{"norm": EARLIER_NORM, **fields})
 
     def __post_init__(self):
-        if not 0.0 < self.cont_discount <= 1.0:
-            raise ValueError(f"WorldModelConfig: `cont_discount` must be in (0, 1], got {self.cont_discount!r}.")
-        if self.norm not in NORMS:
-            raise ValueError(f"WorldModelConfig: `norm` must be one of {NORMS}, got {self.norm!r}.")
-        for name in ("obs_dim", "action_dim", "deter", "stoch", "classes", "units", "num_bins"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"WorldModelConfig: `{name}` must be a positive int, got {value!r}.")
-        if not 0.0 <= self.unimix < 1.0:
-            raise ValueError(f"WorldModelConfig: `unimix` must be in [0, 1), got {self.unimix!r}.")
-        if not self.terminal_weight > 0.0:
-            raise ValueError(f"WorldModelConfig: `terminal_weight` must be > 0, got {self.terminal_weight!r}.")
+        flags.check_fields(self)
 
     @property
     def feat_dim(self) -> int:
         """Width of `concat(h, flatten(z))`."""
         return self.deter + self.stoch * self.classes
+
+
+def _require_dims(config: WorldModelConfig) -> None:
+    if config.obs_dim is None or config.action_dim is None:
+        raise ValueError(
+            "WorldModel: `config.obs_dim` and `config.action_dim` are None; they come from the env's spaces "
+            "(RunConfig.model_configs(env) sets them)."
+        )
 
 
 class GRUCell(nn.Module):
@@ -228,6 +235,7 @@ class WorldModel(nn.Module):
 
     def setup(self):
         c = self.config
+        _require_dims(c)
         self.encoder = da.networks.MLP(c.units, c.layers, norm=c.norm)
         self.img_in = da.networks.MLP(c.units, 1, norm=c.norm)
         self.gru = GRUCell(c.deter, norm=c.norm)
@@ -302,6 +310,7 @@ def initial_latent(config: WorldModelConfig, batch: tuple[int, ...]) -> Latent:
 
 def init_world_model(key: jax.Array, config: WorldModelConfig) -> Any:
     """Fresh parameters of `WorldModel(config)`."""
+    _require_dims(config)
     init = jax.jit(WorldModel(config).init)  # one compiled call: far faster than op-by-op on CPU
     return init(key, jnp.zeros((1, config.obs_dim)), jnp.zeros((1, config.action_dim)))
 
