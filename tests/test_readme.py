@@ -55,3 +55,16 @@ def test_dreamer_agent_snippet_runs_one_update_that_changes_the_policy():
         before, namespace["config"], jnp.zeros((T, B, 32)), jnp.zeros((T, B, 4, 4)), jax.random.key(0), training=True
     )
     assert out.log_prob.shape == (T, B) and out.entropy.shape == (T, B)
+
+
+def test_agent_docs_python_snippet_makes_the_run_it_says(monkeypatch):
+    """docs/agent.md's `RunConfig.from_flags` snippet, with `train_agent` standing in (no training here)."""
+    from dreamer_actor.agent import run as agent_run
+
+    (code,) = _python_blocks(ROOT / "docs" / "agent.md", "How it works")
+    monkeypatch.setattr(agent_run, "train_agent", lambda run: {"run": run})
+    namespace: dict = {}
+    exec(compile(code, "docs/agent.md", "exec"), namespace)
+    run = namespace["curve"]["run"]
+    assert (run.env, run.out, run.world_model.units, run.agent.batch) == ("CartPole-v1", "runs/cartpole", 64, 8)
+    assert run == agent_run.RunConfig.from_flags(env="CartPole-v1", units=64, batch=8, out="runs/cartpole")

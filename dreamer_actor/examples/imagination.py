@@ -67,19 +67,10 @@ from flax import struct
 
 import dreamer_actor as da
 from dreamer_actor.agent import behavior, optimizers
+from dreamer_actor.agent.world_model import symexp, symlog
 from dreamer_actor.examples import pendulum
 
 START_MODES = ("continue", "reset")
-
-
-def symlog(x: jax.Array) -> jax.Array:
-    """`sign(x) * log(1 + |x|)` (DreamerV3)."""
-    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
-
-
-def symexp(x: jax.Array) -> jax.Array:
-    """Inverse of `symlog`: `sign(x) * (exp(|x|) - 1)`."""
-    return jnp.sign(x) * jnp.expm1(jnp.abs(x))
 
 
 class Critic(nn.Module):
