@@ -96,6 +96,32 @@ def actor_loss(
     return loss, aux
 
 
+def critic_loss(
+    per_step: Callable[[jax.Array], jax.Array],
+    returns: jax.Array,
+    weights: jax.Array,
+    *,
+    slow_values: jax.Array | None = None,
+    slow_reg: float = 0.0,
+) -> jax.Array:
+    """The critic's objective: `mean(weights * (per_step(sg(R)) + slow_reg * per_step(sg(v_slow))))`.
+
+    DreamerV3's critic regresses the lambda-returns and, with weight `slow_reg`, the slow critic's values
+    at the same states (a regularizer; official `slowreg: 1.0`); both targets are stop-gradiented.
+
+    Args:
+      per_step: the critic's loss at each state against a target array of the same shape (it closes over
+        the critic's prediction at those states), e.g. two-hot cross-entropy of its logits.
+      returns: `[T, N]` targets; weights: `[T, N]` (`da.imagination_weights`, or the replay's).
+      slow_values: `[T, N]` the slow critic's values at the same states (None: no pull).
+    """
+    sg = jax.lax.stop_gradient
+    loss = per_step(sg(returns))
+    if slow_values is not None:
+        loss = loss + slow_reg * per_step(sg(slow_values))
+    return jnp.mean(weights * loss)
+
+
 def slow_update(slow: Any, online: Any, rate: float) -> Any:
     """The slow critic's EMA step: `(1 - rate) * slow + rate * online`, leaf by leaf."""
     return jax.tree.map(lambda s, c: (1.0 - rate) * s + rate * c, slow, online)

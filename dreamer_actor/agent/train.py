@@ -200,6 +200,12 @@ def optimizer(config: AgentConfig, lr: float) -> optax.GradientTransformation:
     return optimizers.make(config.optimizer, lr, config.grad_clip if config.optimizer == "adam" else config.agc)
 
 
+def apply_step(config: AgentConfig, lr: float, grads: Any, params: Any, opt_state: Any) -> tuple[Any, Any]:
+    """One step of `optimizer(config, lr)`: `(new params, new optimizer state)`."""
+    updates, opt_state = optimizer(config, lr).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def init_agent(
     key: jax.Array, wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig
 ) -> AgentState:
@@ -312,17 +318,18 @@ def actor_objective(
 
 
 def critic_objective(critic_params, *, critic, h, z, returns, slow_values, weights, bins, config, replay=None):
-    """Step 6: two-hot cross-entropy to `sg(returns)` plus `slow_reg` times that to the slow critic, weighted;
-    with `replay` (`replay_critic_targets`' `(h, z, returns, slow_values, weights)`), plus `repval_scale`
-    times the same loss along the replayed sequences."""
-    logits = critic.apply(critic_params, h, z)
-    loss = wm.twohot_loss(logits, returns, bins) + config.slow_reg * wm.twohot_loss(logits, slow_values[:-1], bins)
-    total = jnp.mean(weights * loss)
+    """Step 6: `behavior.critic_loss` with the two-hot cross-entropy of the critic's logits, to `sg(returns)`
+    plus `slow_reg` times that to the slow critic; with `replay` (`(h, z, returns, slow_values, weights)`
+    of the replayed posteriors, `train_step`'s step 4), plus `repval_scale` times the same loss along them."""
+
+    def loss(h, z, returns, slow_values, weights):
+        logits = critic.apply(critic_params, h, z)
+        per_step = lambda target: wm.twohot_loss(logits, target, bins)
+        return behavior.critic_loss(per_step, returns, weights, slow_values=slow_values, slow_reg=config.slow_reg)
+
+    total = loss(h, z, returns, slow_values[:-1], weights)
     if replay is not None:
-        rh, rz, rreturns, rslow, rweights = replay
-        rlogits = critic.apply(critic_params, rh, rz)
-        rloss = wm.twohot_loss(rlogits, rreturns, bins) + config.slow_reg * wm.twohot_loss(rlogits, rslow, bins)
-        total = total + config.repval_scale * jnp.mean(rweights * rloss)
+        total = total + config.repval_scale * loss(*replay)
     return total
 
 
@@ -394,8 +401,7 @@ def train_step(
         (wm_loss, (post, wm_metrics)), wm_grads = jax.value_and_grad(
             lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
         )(state.wm_params)
-        wm_updates, wm_opt = optimizer(config, config.model_lr).update(wm_grads, state.wm_opt, state.wm_params)
-        wm_params = optax.apply_updates(state.wm_params, wm_updates)
+        wm_params, wm_opt = apply_step(config, config.model_lr, wm_grads, state.wm_params, state.wm_opt)
 
     # 2. Starts: all B * L posterior states.
     n = config.batch * config.length
@@ -413,10 +419,7 @@ def train_step(
         normalizer_state=state.normalizer, key=imag_key, actor_config=actor_config, config=config,
     )  # fmt: skip
     actor_grads, aux = jax.grad(objective, has_aux=True)(state.actor_params)
-    actor_updates, actor_opt = optimizer(config, config.actor_lr).update(
-        actor_grads, state.actor_opt, state.actor_params
-    )
-    actor_params = optax.apply_updates(state.actor_params, actor_updates)
+    actor_params, actor_opt = apply_step(config, config.actor_lr, actor_grads, state.actor_params, state.actor_opt)
 
     # 4. Critic.
     latents, returns, weights = aux["latents"], aux["returns"], aux["weights"]
@@ -447,16 +450,15 @@ def train_step(
         )
         pad = lambda g: jnp.concatenate([g, jnp.zeros_like(g[:, :1])], 1)
         (wm_grads,) = wm_vjp((jnp.ones_like(wm_loss), wm.Latent(pad(grad_h), pad(grad_z))))
-        wm_updates, wm_opt = optimizer(config, config.model_lr).update(wm_grads, state.wm_opt, state.wm_params)
-        wm_params = optax.apply_updates(state.wm_params, wm_updates)
+        wm_params, wm_opt = apply_step(config, config.model_lr, wm_grads, state.wm_params, state.wm_opt)
     else:
-        critic_loss, critic_grads = jax.value_and_grad(critic_loss_fn)(state.critic_params, replay and replay[:2])
-    critic_updates, critic_opt = optimizer(config, config.critic_lr).update(
-        critic_grads, state.critic_opt, state.critic_params
+        critic_loss, critic_grads = jax.value_and_grad(critic_loss_fn)(
+            state.critic_params, None if replay is None else replay[:2]
+        )
+    critic_params, critic_opt = apply_step(
+        config, config.critic_lr, critic_grads, state.critic_params, state.critic_opt
     )
-    critic_params = optax.apply_updates(state.critic_params, critic_updates)
-    rate = config.slow_rate
-    slow_critic_params = behavior.slow_update(state.slow_critic_params, critic_params, rate)
+    slow_critic_params = behavior.slow_update(state.slow_critic_params, critic_params, config.slow_rate)
 
     candidate = AgentState(
         wm_params=wm_params,

@@ -308,7 +308,6 @@ def train_step(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict
             entropy_coef=config.entropy_coef,
         )  # fmt: skip
         return loss, {**aux, "traj": jax.lax.stop_gradient(traj)}
-        return loss, aux
 
     actor_grads, aux = jax.grad(actor_objective, has_aux=True)(state.actor_params)
     actor_updates, actor_opt = optimizers.adam(config.actor_lr, config.grad_clip).update(
@@ -320,7 +319,7 @@ def train_step(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict
 
     def critic_objective(critic_params):
         pred = Critic(config.critic_units).apply(critic_params, traj["obs"][:-1])  # symlog space
-        return jnp.mean(weights * jnp.square(pred - symlog(returns)))
+        return behavior.critic_loss(lambda target: jnp.square(pred - symlog(target)), returns, weights)
 
     critic_loss, critic_grads = jax.value_and_grad(critic_objective)(state.critic_params)
     critic_updates, critic_opt = optimizers.adam(config.critic_lr, config.grad_clip).update(
