@@ -57,8 +57,9 @@ def task_name(env_id: str) -> str:
 def variant(run: dict[str, Any]) -> str:
     """What `run` (run.json's "run") learned with: its rules, then its other flags that differ from the defaults.
 
-    The rules are named by their set: `defaults`, `official's rules`, `earlier rules`, or official's
-    with the rules that differ from them written out (`official's rules, norm=layer`).
+    The rules are named by their set: `defaults`, `official's rules`, `earlier rules`, or the nearer of
+    the defaults and official's (fewer rules differ; the defaults on a tie) with the rules that differ
+    from it written out (`official's rules, norm=layer`, `defaults, repval_scale=0.0`).
     """
     from dreamer_actor.agent import train as agent_train
     from dreamer_actor.agent import world_model as wm
@@ -70,10 +71,11 @@ def variant(run: dict[str, Any]) -> str:
     earlier = {**{k: defaults[k] for k in OFFICIAL_RULES}, **agent_train.EARLIER_RULES, "norm": wm.EARLIER_NORM}
     rules = {k: run[k] for k in OFFICIAL_RULES}
     off_official = [f"{k}={v}" for k, v in sorted(rules.items()) if v != OFFICIAL_RULES[k]]
-    if all(rules[k] == defaults[k] for k in rules):
-        label = "defaults"
-    elif rules == earlier:
+    off_defaults = [f"{k}={v}" for k, v in sorted(rules.items()) if v != defaults[k]]
+    if rules == earlier:
         label = "earlier rules"
+    elif len(off_defaults) <= len(off_official):
+        label = ", ".join(["defaults", *off_defaults])
     else:
         label = ", ".join(["official's rules", *off_official])
     others = [f"{k}={v}" for k, v in sorted(run.items())
