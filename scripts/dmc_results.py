@@ -1,7 +1,8 @@
 """The DeepMind Control results table and curves: every agent run folder under DIR, against the anchors.
 
     .venv/bin/python scripts/dmc_results.py results/dmc --markdown docs/results/dmc/table.md \\
-        --plot docs/results/dmc/curves.png --copy docs/results/dmc/runs
+        --plot docs/results/dmc/curves.png --copy docs/results/dmc/runs \\
+        --official-scores ../dreamerv3/scores/dmc_proprio-dreamerv3.json.gz   # a danijar/dreamerv3 checkout
 
 A run is a folder with `run.json` and `curve.json` (`python -m dreamer_actor.agent --out DIR`). Runs are
 grouped by task and by *variant*: the learning rules (`variant`) and the other flags that differ from the
@@ -147,37 +148,86 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[dict[str, Any]], path: pathlib.Path) -> None:
-    """Per task: training-episode returns (smoothed over 10k frames) and evaluations against frames."""
+def official_curves(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Official DreamerV3's mean training score over its seeds at each logged frame count, per task.
+
+    `path`: `scores/dmc_proprio-dreamerv3.json.gz` of a danijar/dreamerv3 checkout (a list of
+    `{task: "dmc_<name>", seed, xs: env frames, ys: scores}`). Tasks are named as `task_name` names them.
+    """
+    import gzip
+
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for record in json.loads(gzip.decompress(path.read_bytes())):
+        by_task.setdefault(record["task"].removeprefix("dmc_").replace("ball_in_cup", "cup"), []).append(record)
+    curves = {}
+    for task, records in by_task.items():
+        length = min(len(r["xs"]) for r in records)
+        xs = np.asarray(records[0]["xs"][:length], float)
+        curves[task] = (xs, np.mean([r["ys"][:length] for r in records], 0))
+    return curves
+
+
+def _smoothed_episodes(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames every 5k and the mean return of the training episodes that ended in the 10k frames before."""
+    episodes = run["curve"]["episodes"]
+    frames = np.array([e["frames"] for e in episodes])
+    returns = np.array([e["return"] for e in episodes])
+    centres = np.arange(TRAIN_WINDOW, run["frames"] + 1, TRAIN_WINDOW // 2)
+    binned = [returns[(frames > c - TRAIN_WINDOW) & (frames <= c)] for c in centres]
+    return centres, np.array([b.mean() if b.size else np.nan for b in binned])
+
+
+def plot(runs: list[dict[str, Any]], path: pathlib.Path, official: dict[str, Any] | None = None) -> None:
+    """Per task, against env frames (top) and wall-clock minutes (bottom): each variant's mean over its
+    seeds (thick; thin: each seed) of the training episodes' return (smoothed over 10k frames; line) and
+    of the deterministic evaluations (dots). Wall time is the run's own clock at each evaluation (a
+    resumed run counts only the time it ran). `official` (`official_curves`): official DreamerV3's
+    training score against frames, dashed; without it, its score at 100k frames as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in runs})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.6), squeeze=False)
     names = sorted({r["variant"] for r in runs})
-    colors = {name: f"C{i}" for i, name in enumerate(names)}
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for run in (r for r in runs if r["task"] == task):
-            episodes = run["curve"]["episodes"]
-            frames = np.array([e["frames"] for e in episodes])
-            returns = np.array([e["return"] for e in episodes])
-            centres = np.arange(TRAIN_WINDOW, run["frames"] + 1, TRAIN_WINDOW // 2)
-            binned = [returns[(frames > c - TRAIN_WINDOW) & (frames <= c)] for c in centres]
-            ax.plot(centres, [b.mean() if b.size else np.nan for b in binned], color=colors[run["variant"]], alpha=0.7)
-            evals = run["curve"]["evals"]
-            ax.plot([e["frames"] for e in evals], [e["deterministic"]["mean"] for e in evals], "o",
-                    ms=3, color=colors[run["variant"]])  # fmt: skip
-        if task in ANCHORS:
-            ax.axhline(ANCHORS[task][0], color="k", ls="--", lw=1)
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("env frames")
+    colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    styles = {name: "-" if i < 10 else ":" for i, name in enumerate(names)}
+    for col, task in enumerate(tasks):
+        top, bottom = axes[0][col], axes[1][col]
+        for name in names:
+            group = [r for r in runs if r["task"] == task and r["variant"] == name]
+            if not group:
+                continue
+            style = dict(color=colors[name], ls=styles[name])
+            smoothed = [_smoothed_episodes(r) for r in group]
+            for x, y in smoothed:
+                top.plot(x, y, lw=0.6, alpha=0.35, **style)
+            shortest = min(len(x) for x, _ in smoothed)
+            top.plot(smoothed[0][0][:shortest], np.mean([y[:shortest] for _, y in smoothed], 0), lw=1.8, **style)
+            evals = [r["curve"]["evals"] for r in group]
+            n = min(len(e) for e in evals)
+            mean_eval = np.mean([[e["deterministic"]["mean"] for e in ev[:n]] for ev in evals], 0)
+            top.plot([e["frames"] for e in evals[0][:n]], mean_eval, "o", ms=3, color=colors[name])
+            for ev in evals:
+                minutes = [e["wall_s"] / 60 for e in ev]
+                bottom.plot(minutes, [e["deterministic"]["mean"] for e in ev], marker="o", ms=2, lw=0.9, **style)
+        if official and task in official:
+            xs, ys = official[task]
+            keep = xs <= max(r["frames"] for r in runs if r["task"] == task)
+            top.plot(xs[keep], ys[keep], color="k", ls="--", lw=1.2)
+        elif task in ANCHORS:
+            top.axhline(ANCHORS[task][0], color="k", ls="--", lw=1)
+        top.set_title(task, fontsize=9)
+        top.set_xlabel("env frames")
+        bottom.set_xlabel("wall-clock minutes (one CPU core per run)")
     axes[0][0].set_ylabel("return (line: training episodes; dots: eval)")
-    handles = [plt.Line2D([], [], color=colors[n], label=n) for n in names]
-    handles.append(plt.Line2D([], [], color="k", ls="--", label="official DreamerV3 at 100k"))
+    axes[1][0].set_ylabel("deterministic eval, each seed")
+    handles = [plt.Line2D([], [], color=colors[n], ls=styles[n], label=n) for n in names]
+    label = "official DreamerV3 (training episodes, mean of 5 seeds)" if official else "official DreamerV3 at 100k"
+    handles.append(plt.Line2D([], [], color="k", ls="--", label=label))
     fig.legend(handles=handles, loc="lower center", fontsize=7, ncol=2)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * len(names) / 2, 1, 1))
+    fig.tight_layout(rect=(0, 0.03 + 0.02 * len(names) / 2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -197,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table here")
     parser.add_argument("--plot", type=pathlib.Path, help="write the curves (png) here")
     parser.add_argument("--copy", type=pathlib.Path, help="copy each run's run.json and curve.json under here")
+    parser.add_argument(
+        "--official-scores", type=pathlib.Path,
+        help="scores/dmc_proprio-dreamerv3.json.gz of a danijar/dreamerv3 checkout: its curves in the plot",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     runs = load_runs(args.dir)
     if not runs:
@@ -208,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         args.markdown.write_text(table + "\n")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(runs, args.plot)
+        plot(runs, args.plot, official_curves(args.official_scores) if args.official_scores else None)
     if args.copy:
         copy_runs(runs, args.dir, args.copy)
 
