@@ -180,9 +180,11 @@ def _smoothed_episodes(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 def plot(runs: list[dict[str, Any]], path: pathlib.Path, official: dict[str, Any] | None = None) -> None:
     """Per task, against env frames (top) and wall-clock minutes (bottom): each variant's mean over its
     seeds (thick; thin: each seed) of the training episodes' return (smoothed over 10k frames; line) and
-    of the deterministic evaluations (dots). Wall time is the run's own clock at each evaluation (a
-    resumed run counts only the time it ran). `official` (`official_curves`): official DreamerV3's
-    training score against frames, dashed; without it, its score at 100k frames as a line."""
+    of the deterministic evaluations (dots). Wall time is the run's own clock at each evaluation: a
+    resumed run adds the clock of each process that ran it, up to its last checkpoint (time while
+    stopped between processes is not counted; time while paused with SIGSTOP is). `official`
+    (`official_curves`): official DreamerV3's training score against frames, dashed; without it, its
+    score at 100k frames as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
