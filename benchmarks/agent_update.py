@@ -105,10 +105,10 @@ def build(env_id: str, estimator: str, quick: bool) -> Agent:
     run = RunConfig.from_flags(env=env_id, estimator=estimator, progress=False, **(QUICK if quick else {}))
     env = gym.make(run.env)
     actor_config, wm_config = run.model_configs(env)
-    obs_dim, action_dim = wm_config.obs_dim, wm_config.action_dim
+    action_dim = wm_config.action_dim
     config = run.agent
     state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, config)
-    replay = make_replay(run, obs_dim, action_dim)
+    replay = make_replay(run, wm_config)
     # Random transitions: the loop's warm-up policy in the real env.
     rng = np.random.default_rng(run.seed)
     obs, _ = env.reset(seed=run.seed)
@@ -221,7 +221,7 @@ def make_parts(agent: Agent, batch: dict[str, jax.Array]) -> Parts:
 
     def check(update: Callable[..., Any]) -> dict[str, float]:
         """|train_step's losses - the parts'| on the same state and batch (a copy: the state is donated)."""
-        _, metrics = update(jax.tree.map(jnp.copy, state), batch)
+        _, metrics, _ = update(jax.tree.map(jnp.copy, state), batch)
         ours = {"wm_loss": wm_metrics["wm_loss"], "actor_loss": aux["actor_loss"], "critic_loss": critic_loss}
         out = {name: abs(float(metrics[name]) - float(v)) for name, v in ours.items()}
         out.update({f"{name}_value": float(metrics[name]) for name in ours})
@@ -248,7 +248,7 @@ def make_update_fn(agent: Agent, update: Callable[..., Any], batch: dict[str, ja
     box = {"state": jax.tree.map(jnp.copy, agent.state)}
 
     def call():
-        box["state"], metrics = update(box["state"], batch)
+        box["state"], metrics, _ = update(box["state"], batch)
         return metrics
 
     return call

@@ -85,7 +85,7 @@ def ours_child(size: str, updates: int) -> dict[str, Any]:
     for _ in range(updates + 1):
         data = batch()
         began = time.perf_counter()
-        state, _ = update(state, data)
+        state, _, _ = update(state, data)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - began)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -185,7 +185,7 @@ def measure(env_id: str, rounds: int) -> dict[str, Any]:
     box = {"state": state}
 
     def call():
-        box["state"], metrics = compiled(box["state"], batch)
+        box["state"], metrics, _ = compiled(box["state"], batch)
         jax.block_until_ready(metrics)
 
     for _ in range(3):

@@ -36,14 +36,14 @@ def run(deter, units, stoch, classes, batch, length, est="reinforce"):
         rp.add(rng.normal(size=od), rng.normal(size=ad), 0.0, i % 200 == 0, False)
     b = rp.sample(batch, length)
     t0 = time.perf_counter()
-    st, m = up(st, b)
+    st, m, _ = up(st, b)
     jax.block_until_ready(m)
     c = time.perf_counter() - t0
     ts = []
     for _ in range(8):
         b = rp.sample(batch, length)
         t0 = time.perf_counter()
-        st, m = up(st, b)
+        st, m, _ = up(st, b)
         jax.block_until_ready(m)
         ts.append(time.perf_counter() - t0)
     print(

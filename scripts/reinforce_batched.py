@@ -57,8 +57,8 @@ def main(env_id: str = "Pendulum-v1") -> None:
         batched = jax.jit(lambda s, b: step(s, b)).lower(agent.state, batch).compile()
     finally:
         agent_train.imagine = ORIGINAL_IMAGINE
-    state_now, _ = now(agent.state, batch)
-    state_batched, _ = batched(agent.state, batch)
+    state_now, _, _ = now(agent.state, batch)
+    state_batched, _, _ = batched(agent.state, batch)
     for name in ("actor_params", "critic_params", "wm_params"):
         pairs = zip(
             jax.tree.leaves(getattr(state_now, name)), jax.tree.leaves(getattr(state_batched, name)), strict=True

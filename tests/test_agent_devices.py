@@ -50,7 +50,7 @@ _SCRIPT = textwrap.dedent(
             compiled = agent_train.make_update(wm_config, actor_config, config, devices=devices).lower(
                 state, batch).compile()
             assert ("all-reduce" in compiled.as_text()) == (devices == 8)  # gradients summed across devices
-            state, metrics = compiled(state, batch)
+            state, metrics, _ = compiled(state, batch)
             assert float(metrics["skipped"]) == 0.0
             devices_used[devices] = sorted({len(x.sharding.device_set) for x in jax.tree.leaves(state)})
             states[devices] = jax.tree.map(np.asarray, state.replace(key=jax.random.key_data(state.key)))
@@ -60,11 +60,11 @@ _SCRIPT = textwrap.dedent(
             errors[jax.tree_util.keystr(path)] = float(np.max(np.abs(a - b1)) / max(float(np.max(np.abs(b1))), 1e-3))
         result[f"{env_id} pre_update={pre_update}"] = {"errors": errors, "devices": devices_used}
 
-    # A whole tiny run with --devices 8 (categorical actor): trains, saves, and loads back.
+    # A whole tiny run with --devices 8 (categorical actor, --replay-context): trains, saves, and loads back.
     with tempfile.TemporaryDirectory() as out:
         tiny = agent_run.RunConfig.from_flags(env="CartPole-v1", steps=100, warmup=40, eval_every=100, eval_episodes=1,
                                    deter=16, stoch=4, classes=4, units=16, batch=8, length=6, horizon=4,
-                                   train_ratio=8.0, devices=8, out=out, progress=False)
+                                   train_ratio=8.0, devices=8, replay_context=True, out=out, progress=False)
         result["updates"] = agent_run.train_agent(tiny)["updates"]
         obs, _ = gym.make("CartPole-v1").reset(seed=0)
         result["action"] = int(load(out)(obs))

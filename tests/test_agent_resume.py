@@ -83,10 +83,11 @@ def _assert_same_run(a: pathlib.Path, b: pathlib.Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--replay-context"]], ids=["plain", "replay_context"])
+def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    reference = _cli(*FLAGS, f"--out={whole}")
-    victim = _cli(*FLAGS, f"--out={killed}")
+    reference = _cli(*FLAGS, *extra, f"--out={whole}")
+    victim = _cli(*FLAGS, *extra, f"--out={killed}")
     _wait_for_checkpoint(killed, victim)
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
@@ -100,6 +101,7 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_
     assert json.loads((killed / "curve.json").read_text())["resumed"] == [{"env_steps": state["counters"]["env_steps"]}]
     # Bit for bit: every array of the run (networks, optimizer states, replay, latents, env log) and the curve.
     _assert_same_run(whole, killed)
+    assert ("replay/0/h" in _arrays(whole)) == bool(extra)  # the replay's stored latents, with --replay-context
 
 
 @pytest.mark.slow
@@ -473,7 +475,7 @@ def test_a_skipped_update_leaves_every_learned_quantity_as_it_was():
         "reward": np.zeros((4, 8), np.float32), "is_first": np.zeros((4, 8), bool),
         "terminated": np.zeros((4, 8), bool),
     }  # fmt: skip
-    new, metrics = update(state, batch)
+    new, metrics, _ = update(state, batch)
     assert float(metrics["skipped"]) == 1.0
     after = new.replace(key=jax.random.key_data(new.key))
     for (path, a), b in zip(jax.tree.leaves_with_path(before), jax.tree.leaves(after), strict=True):

@@ -174,7 +174,7 @@ def test_the_replay_value_loss_enters_the_update(agent):
     critics = {}
     for scale in (0.0, 0.3):
         cfg = dataclasses.replace(config, repval_scale=scale)
-        new, metrics = agent_train.make_update(wm_config, actor_config, cfg)(
+        new, metrics, _ = agent_train.make_update(wm_config, actor_config, cfg)(
             agent_train.init_agent(jax.random.key(0), wm_config, actor_config, cfg), batch
         )
         assert float(metrics["skipped"]) == 0.0
@@ -196,7 +196,7 @@ def test_imagine_pre_update_rolls_out_in_the_model_that_made_the_starts(agent, p
     for model_lr in (1e-4, 1e-2):
         cfg = dataclasses.replace(config, model_lr=model_lr, imagine_pre_update=pre_update)
         state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, cfg)
-        new, _ = agent_train.make_update(wm_config, actor_config, cfg)(state, batch)
+        new, _, _ = agent_train.make_update(wm_config, actor_config, cfg)(state, batch)
         actors.append(jax.tree.leaves(new.actor_params))
         critics.append(jax.tree.leaves(new.critic_params))
     same = all(np.array_equal(a, b) for a, b in zip(*actors, strict=True)) and all(
@@ -271,7 +271,7 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
     state = state.replace(critic_params=online, slow_critic_params=slow)
     batch = {k: jnp.asarray(v) for k, v in _pendulum_batch(cfg, seed=3).items()}
     monkeypatch.setattr(agent_train, "optimizer", lambda config, lr: optax.sgd(1.0))
-    new, metrics = agent_train.train_step(state, batch, wm_config=wm_config, actor_config=actor_config, config=cfg)
+    new, metrics, _ = agent_train.train_step(state, batch, wm_config=wm_config, actor_config=actor_config, config=cfg)
     assert float(metrics["skipped"]) == 0.0
     got = jax.tree.map(lambda old, upd: old - upd, state.wm_params, new.wm_params)
 
@@ -310,7 +310,7 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
         scale = max(float(jnp.abs(w).max()), 1e-12)
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * scale + 1e-6, err_msg=jax.tree_util.keystr(path))
     # Without it, the world model's gradient is its own loss's alone.
-    plain, _ = agent_train.train_step(
+    plain, _, _ = agent_train.train_step(
         state, batch, wm_config=wm_config, actor_config=actor_config, config=dataclasses.replace(cfg, repval_grad=False)
     )
     for g, w in zip(jax.tree.leaves(jax.tree.map(jnp.subtract, state.wm_params, plain.wm_params)), jax.tree.leaves(own),

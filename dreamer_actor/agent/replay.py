@@ -12,6 +12,14 @@ The buffer is a ring: once `capacity` rows are stored, each new row overwrites t
 `sample(B, L)` draws `B` windows of `L` consecutive rows uniformly among all windows that lie
 entirely in the stored history (a window never spans the seam between the newest and the
 oldest row). Windows may cross episode boundaries; `is_first` marks where the RSSM resets.
+
+With `latents=(D, S)` (the agent's `--replay-context`, official DreamerV3's `replay_context: 1`)
+each row also holds an RSSM latent, written by the caller: first the acting posterior, then the
+posterior of the latest update that replayed the row. `sample(B, L, context=True)` then draws
+windows of `L + 1` rows and returns rows `1 .. L` with row 0's latent as the scan's start:
+
+    h          [D]  deterministic state (float32)
+    z          [S]  class index of each categorical latent (the one-hot sample, stored compactly)
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ class Replay:
       obs_dim: `O`.
       action_dim: `A` (the width the world model reads).
       seed: seed of the sampling generator.
+      latents: `(D, S)` to store a latent per row (see the module docstring); None stores none.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, seed: int = 0):
+    def __init__(
+        self, capacity: int, obs_dim: int, action_dim: int, seed: int = 0, latents: tuple[int, int] | None = None
+    ):
         if not (isinstance(capacity, int) and capacity >= 1):
             raise ValueError(f"Replay: `capacity` must be a positive int, got {capacity!r}.")
         self.capacity = capacity
@@ -42,6 +53,10 @@ class Replay:
             "is_first": np.zeros((capacity,), bool),
             "terminated": np.zeros((capacity,), bool),
         }
+        if latents is not None:
+            deter, stoch = latents
+            self.data["h"] = np.zeros((capacity, deter), np.float32)
+            self.data["z"] = np.zeros((capacity, stoch), np.uint8)
         self.pos = 0  # next row to write
         self.size = 0
         self.rng = np.random.default_rng(seed)
@@ -59,6 +74,11 @@ class Replay:
         self.data["terminated"][row] = terminated
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    @property
+    def newest(self) -> int:
+        """The row of the last `add`."""
+        return (self.pos - 1) % self.capacity
 
     def num_windows(self, length: int) -> int:
         """How many distinct length-`L` windows can be sampled now."""
@@ -90,14 +110,23 @@ class ReplayStreams:
     Args:
       streams: `N`.
       capacity: steps per stream.
-      obs_dim, action_dim, seed: as `Replay`.
+      obs_dim, action_dim, seed, latents: as `Replay`.
     """
 
-    def __init__(self, streams: int, capacity: int, obs_dim: int, action_dim: int, seed: int = 0):
+    def __init__(
+        self,
+        streams: int,
+        capacity: int,
+        obs_dim: int,
+        action_dim: int,
+        seed: int = 0,
+        latents: tuple[int, int] | None = None,
+    ):
         if not (isinstance(streams, int) and streams >= 1):
             raise ValueError(f"ReplayStreams: `streams` must be a positive int, got {streams!r}.")
-        self.streams = [Replay(capacity, obs_dim, action_dim) for _ in range(streams)]
+        self.streams = [Replay(capacity, obs_dim, action_dim, latents=latents) for _ in range(streams)]
         self.rng = np.random.default_rng(seed)
+        self.latents = latents
 
     def __len__(self) -> int:
         return sum(len(stream) for stream in self.streams)
@@ -109,8 +138,8 @@ class ReplayStreams:
     def num_windows(self, length: int) -> int:
         return sum(stream.num_windows(length) for stream in self.streams)
 
-    def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
-        """`B` windows: a dict of `[B, L, ...]` arrays with the fields of `FIELDS`."""
+    def _windows(self, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(stream [B], rows [B, L])` of `B` uniformly drawn windows."""
         counts = np.array([stream.num_windows(length) for stream in self.streams])
         total = int(counts.sum())
         if total == 0:
@@ -119,15 +148,52 @@ class ReplayStreams:
         offsets = self.rng.integers(0, total, size=batch)  # over the streams' windows laid end to end
         ends = np.cumsum(counts)
         which = np.searchsorted(ends, offsets, side="right")
-        out = {name: [] for name in FIELDS}
+        rows = np.empty((batch, length), np.int64)
         for b in range(batch):
             stream = self.streams[which[b]]
             offset = offsets[b] - (ends[which[b]] - counts[which[b]])
             oldest = stream.pos if stream.size == stream.capacity else 0
-            rows = (oldest + offset + np.arange(length)) % stream.capacity
-            for name in FIELDS:
-                out[name].append(stream.data[name][rows])
-        return {name: np.stack(values) for name, values in out.items()}
+            rows[b] = (oldest + offset + np.arange(length)) % stream.capacity
+        return which, rows
+
+    def _gather(self, name: str, which: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.stack([self.streams[i].data[name][r] for i, r in zip(which, rows, strict=True)])
+
+    def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
+        """`B` windows: a dict of `[B, L, ...]` arrays with the fields of `FIELDS`."""
+        which, rows = self._windows(batch, length)
+        return {name: self._gather(name, which, rows) for name in FIELDS}
+
+    def sample_with_context(
+        self, batch: int, length: int, classes: int
+    ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """`B` windows of `L + 1` rows; the first is the context (needs `latents`).
+
+        Returns:
+          `(batch, where)`: the `FIELDS` of rows `1 .. L` (`[B, L, ...]`) plus row 0's stored latent,
+          `context_h [B, D]` and `context_z [B, S, C]` (one-hot float32, `C = classes`); `where` names
+          rows `1 .. L` for `write_latents`.
+        """
+        if self.latents is None:
+            raise ValueError("ReplayStreams.sample_with_context: this replay stores no latents (`latents=None`).")
+        which, rows = self._windows(batch, length + 1)
+        out = {name: self._gather(name, which, rows[:, 1:]) for name in FIELDS}
+        out["context_h"] = self._gather("h", which, rows[:, 0])
+        out["context_z"] = np.eye(classes, dtype=np.float32)[self._gather("z", which, rows[:, 0])]
+        return out, (which, rows[:, 1:])
+
+    def write_latents(self, where: tuple[np.ndarray, np.ndarray], h: np.ndarray, z: np.ndarray) -> None:
+        """Stores `h [B, L, D]` and the one-hot `z [B, L, S, C]` at the rows `where` names."""
+        which, rows = where
+        for b, i in enumerate(which):
+            self.streams[i].data["h"][rows[b]] = h[b]
+            self.streams[i].data["z"][rows[b]] = np.argmax(z[b], -1)
+
+    def write_newest(self, h: np.ndarray, z: np.ndarray) -> None:
+        """Stores `h [N, D]` and the one-hot `z [N, S, C]` at each stream's newest row (the acting posterior)."""
+        for i, stream in enumerate(self.streams):
+            stream.data["h"][stream.newest] = h[i]
+            stream.data["z"][stream.newest] = np.argmax(z[i], -1)
 
     def state_dict(self) -> dict:
         """Every stored row and position (for a run checkpoint); the generator's state is separate."""
@@ -139,6 +205,6 @@ class ReplayStreams:
     def load_state_dict(self, state: dict) -> None:
         for i, stream in enumerate(self.streams):
             entry = state[str(i)]
-            for name in FIELDS:
+            for name in stream.data:
                 stream.data[name][...] = entry[name]
             stream.pos, stream.size = int(entry["pos"]), int(entry["size"])

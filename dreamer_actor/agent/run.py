@@ -403,11 +403,15 @@ def _stats(returns: np.ndarray) -> dict[str, Any]:
     return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "returns": [float(r) for r in returns]}
 
 
-def make_replay(run: RunConfig, obs_dim: int, action_dim: int) -> Any:
-    """The run's replay: one stream of `run.stream_capacity()` steps per env copy."""
+def make_replay(run: RunConfig, wm_config: wm.WorldModelConfig) -> Any:
+    """The run's replay: one stream of `run.stream_capacity()` steps per env copy (with latents for
+    `--replay-context`)."""
     from dreamer_actor.agent.replay import ReplayStreams
 
-    return ReplayStreams(run.envs, run.stream_capacity(), obs_dim, action_dim, seed=run.seed)
+    latents = (wm_config.deter, wm_config.stoch) if run.agent.replay_context else None
+    return ReplayStreams(
+        run.envs, run.stream_capacity(), wm_config.obs_dim, wm_config.action_dim, seed=run.seed, latents=latents
+    )
 
 
 class _Signals:
@@ -506,7 +510,7 @@ class _Loop:
         self.actor_config, self.wm_config = actor_config, wm_config
         self.config = run.agent
         self.state = agent_train.init_agent(jax.random.key(run.seed), wm_config, actor_config, self.config)
-        self.replay = make_replay(run, wm_config.obs_dim, wm_config.action_dim)
+        self.replay = make_replay(run, wm_config)
         self.rng = np.random.default_rng(run.seed)
         n = run.envs
         self.latent = wm.initial_latent(wm_config, (n,))
@@ -760,6 +764,8 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
                     + (f"; the last good state is in {out}." if out else ".")
                 )  # fmt: skip
             loop.latent = latent
+            if loop.config.replay_context:  # the posterior of the newest rows (the observations it just read)
+                loop.replay.write_newest(np.asarray(latent.h), np.asarray(latent.z))
             done = step.terminated | step.truncated
             for i in range(n):
                 loop.replay.add(i, step.obs[i], model_np[i], step.reward[i], False, step.terminated[i])
@@ -780,7 +786,13 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
             if c["env_steps"] >= run.warmup:
                 c["owed"] += n * run.train_ratio / replayed_per_update
                 while c["owed"] >= 1.0:
-                    loop.state, m = update(loop.state, loop.replay.sample(loop.config.batch, loop.config.length))
+                    if loop.config.replay_context:
+                        batch, where = loop.replay.sample_with_context(
+                            loop.config.batch, loop.config.length, loop.wm_config.classes
+                        )
+                    else:
+                        batch = loop.replay.sample(loop.config.batch, loop.config.length)
+                    loop.state, m, post = update(loop.state, batch)
                     c["owed"] -= 1.0
                     c["updates"] += 1
                     if float(m["skipped"]) > 0:
@@ -796,6 +808,8 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
                             )
                         continue
                     c["skips_in_row"] = 0
+                    if loop.config.replay_context:  # the rows' latents as this update's world model filtered them
+                        loop.replay.write_latents(where, np.asarray(post.h), np.asarray(post.z))
                     if c["updates"] % 25 == 1:
                         metrics = {k: float(v) for k, v in m.items()}
                         curve["losses"].append({"env_steps": c["env_steps"], "updates": c["updates"], **metrics})

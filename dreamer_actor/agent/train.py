@@ -1,8 +1,10 @@
 r"""One jitted DreamerV3 update: world model on replay, then actor and critic in its imagination.
 
-`update(state, batch)` (built by `make_update`):
+`update(state, batch) -> (state, metrics, posteriors)` (built by `make_update`):
 
-1. **World model**: `world_model_loss` on the replayed batch `[B, L]`, one optimizer step.
+1. **World model**: `world_model_loss` on the replayed batch `[B, L]`, one optimizer step; its
+   scan starts from zeros, or with `replay_context` (official DreamerV3's `replay_context: 1`)
+   from the latent the replay stored with the row before the window.
 2. **Starts**: every posterior state of that batch, `N = B * L` starts (stop-gradiented),
    with the start continue `c_start` the continue head's prediction at the start (official
    DreamerV3), or with `predicted_start_cont=False` the replayed `1 - terminated`.
@@ -133,6 +135,12 @@ class AgentConfig:
         "the discount goes into the continue head's target, (1 - terminated) * discount, and imagination "
         "discounts by the predicted continue alone (official DreamerV3 with --discount 0.997); the replay "
         "value loss keeps the discount",
+        flags.boolean,
+    )
+    replay_context: bool = flags.flag(
+        False,
+        "each replayed window starts from the latent stored with the row before it (the acting posterior, then "
+        "the latest update's) instead of zeros (official DreamerV3's replay_context: 1)",
         flags.boolean,
     )
     critic_layers: int = flags.field(2, flags.int_at_least(1))
@@ -379,7 +387,13 @@ def train_step(
     """One update of world model, actor and critic (pure; see the module docstring).
 
     Args:
-      batch: `[B, L, ...]` arrays from `Replay.sample`.
+      batch: `[B, L, ...]` arrays from `ReplayStreams.sample`; with `config.replay_context`, from
+        `ReplayStreams.sample_with_context` (plus `context_h [B, D]`, `context_z [B, S, C]`, the start).
+
+    Returns:
+      `(new state, metrics, posteriors)`: the scalar metrics, and the replayed batch's posterior
+      `Latent` (`[B, L, ...]`, from the world model before this update) that `--replay-context`
+      stores back into the replay.
     """
     model = wm.WorldModel(wm_config)
     critic = Critic(wm_config.units, config.critic_layers, wm_config.num_bins, wm_config.norm)
@@ -390,16 +404,17 @@ def train_step(
     # 1. World model. With `repval_grad` its gradient also carries the replay value loss's through the
     # posteriors (step 4), so the loss is linearized here and its step waits for that cotangent.
     repval_grad = config.repval_grad and config.repval_scale > 0
+    context = wm.Latent(batch["context_h"], batch["context_z"]) if config.replay_context else None
     if repval_grad:
 
         def loss_and_posteriors(p):
-            loss, (latents, metrics) = wm.world_model_loss(model, p, batch, wm_key)
+            loss, (latents, metrics) = wm.world_model_loss(model, p, batch, wm_key, context)
             return (loss, latents), metrics
 
         (wm_loss, post), wm_vjp, wm_metrics = jax.vjp(loss_and_posteriors, state.wm_params, has_aux=True)
     else:
         (wm_loss, (post, wm_metrics)), wm_grads = jax.value_and_grad(
-            lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
+            lambda p: wm.world_model_loss(model, p, batch, wm_key, context), has_aux=True
         )(state.wm_params)
         wm_params, wm_opt = apply_step(config, config.model_lr, wm_grads, state.wm_params, state.wm_opt)
 
@@ -493,11 +508,11 @@ def train_step(
         "return_scale": aux["scale"],
         "skipped": 1.0 - finite.astype(jnp.float32),
     }
-    return new_state, metrics
+    return new_state, metrics, jax.tree.map(sg, post)
 
 
 def make_update(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig, *, devices: int = 1):
-    """Jitted `(state, batch) -> (state, metrics)`; the state's buffers are donated.
+    """Jitted `train_step`: `(state, batch) -> (state, metrics, posteriors)`; the state's buffers are donated.
 
     `devices > 1`: data parallel over the first `devices` of `jax.devices()`. The replayed batch
     (and with it every imagination start) is split along `B` over a mesh axis `"batch"`, the state
@@ -517,7 +532,9 @@ def make_update(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, co
     mesh = jax.sharding.Mesh(np.array(available[:devices]), ("batch",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    return jax.jit(step, donate_argnums=0, in_shardings=(replicated, split), out_shardings=(replicated, replicated))
+    return jax.jit(
+        step, donate_argnums=0, in_shardings=(replicated, split), out_shardings=(replicated, replicated, split)
+    )
 
 
 # ----------------------------------------------------------------------------- acting

@@ -390,7 +390,7 @@ def imagine_step(model: WorldModel, params: Any, latent: Latent, action: jax.Arr
 
 
 def world_model_loss(
-    model: WorldModel, params: Any, batch: dict[str, jax.Array], key: jax.Array
+    model: WorldModel, params: Any, batch: dict[str, jax.Array], key: jax.Array, start: Latent | None = None
 ) -> tuple[jax.Array, tuple[Latent, dict[str, jax.Array]]]:
     """DreamerV3's world-model loss on a replayed batch.
 
@@ -402,12 +402,13 @@ def world_model_loss(
     Args:
       batch: `obs [B, L, O]`, `action [B, L, A]` (a_{t-1}), `reward [B, L]`, `is_first [B, L]`,
         `terminated [B, L]`.
+      start: the state before step 0 (zeros by default; `--replay-context` passes the stored one).
 
     Returns:
       `(loss [], (posterior Latent [B, L, ...], metrics))`.
     """
     c = model.config
-    latents, post, prior = observe(model, params, batch["obs"], batch["action"], batch["is_first"], key)
+    latents, post, prior = observe(model, params, batch["obs"], batch["action"], batch["is_first"], key, start)
     dec, rew_logits, cont_logit = model.apply(params, latents.h, latents.z, method=WorldModel.heads)
     dec_loss = jnp.sum(jnp.square(dec - symlog(batch["obs"])), -1)
     rew_loss = twohot_loss(rew_logits, batch["reward"], twohot_bins(c.num_bins))
