@@ -83,7 +83,7 @@ def _assert_same_run(a: pathlib.Path, b: pathlib.Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--replay-context"]], ids=["plain", "replay_context"])
+@pytest.mark.parametrize("extra", [[], ["--replay-context", "--online-replay"]], ids=["plain", "context_online"])
 def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     reference = _cli(*FLAGS, *extra, f"--out={whole}")
@@ -101,7 +101,8 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_
     assert json.loads((killed / "curve.json").read_text())["resumed"] == [{"env_steps": state["counters"]["env_steps"]}]
     # Bit for bit: every array of the run (networks, optimizer states, replay, latents, env log) and the curve.
     _assert_same_run(whole, killed)
-    assert ("replay/0/h" in _arrays(whole)) == bool(extra)  # the replay's stored latents, with --replay-context
+    # The replay's stored latents (--replay-context) and online queue (--online-replay) are in the checkpoint.
+    assert ("replay/0/h" in _arrays(whole)) == ("replay/online/queue" in _arrays(whole)) == bool(extra)
 
 
 @pytest.mark.slow
@@ -502,6 +503,8 @@ def test_a_skipped_update_leaves_every_learned_quantity_as_it_was():
         ({"vector": "threads"}, "--vector"),
         ({"warmup": 500}, "--warmup"),  # not below --steps
         ({"envs": 16}, "--warmup"),  # 64 warm-up steps over 16 envs: 4 each, below --length
+        ({"warmup": 8, "replay_context": True}, "--warmup"),  # a context window is --length + 1 = 9 rows
+        ({"replay_capacity": 8, "replay_context": True}, "--replay-capacity"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(change, flag):

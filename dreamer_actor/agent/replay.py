@@ -24,6 +24,8 @@ windows of `L + 1` rows and returns rows `1 .. L` with row 0's latent as the sca
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 FIELDS = ("obs", "action", "reward", "is_first", "terminated")
@@ -107,10 +109,17 @@ class ReplayStreams:
     (stream `i` is chosen with probability `num_windows_i / total`), with one generator; with
     one stream it draws exactly what `Replay.sample` draws.
 
+    With `online=W` (official DreamerV3's `replay.online: True`), each stream's newest `W` rows are
+    queued as a window every `W` rows it receives, and every sample first takes the queued windows,
+    oldest first, then draws the rest of its `B` uniformly: each fresh non-overlapping window is
+    replayed at least once soon after it arrives. `W` is the window length the sampler draws (`L`,
+    or `L + 1` with context).
+
     Args:
       streams: `N`.
       capacity: steps per stream.
       obs_dim, action_dim, seed, latents: as `Replay`.
+      online: `W`, the window length of the online queue; None keeps no queue.
     """
 
     def __init__(
@@ -121,12 +130,20 @@ class ReplayStreams:
         action_dim: int,
         seed: int = 0,
         latents: tuple[int, int] | None = None,
+        online: int | None = None,
     ):
         if not (isinstance(streams, int) and streams >= 1):
             raise ValueError(f"ReplayStreams: `streams` must be a positive int, got {streams!r}.")
+        if online is not None and not (isinstance(online, int) and 1 <= online <= capacity):
+            raise ValueError(
+                f"ReplayStreams: `online` must be None or an int in [1, capacity {capacity}], got {online!r}."
+            )
         self.streams = [Replay(capacity, obs_dim, action_dim, latents=latents) for _ in range(streams)]
         self.rng = np.random.default_rng(seed)
         self.latents = latents
+        self.online = online
+        self.adds = np.zeros(streams, np.int64)  # rows each stream has received
+        self.queue: collections.deque[tuple[int, int]] = collections.deque()  # (stream, that stream's add count)
 
     def __len__(self) -> int:
         return sum(len(stream) for stream in self.streams)
@@ -134,11 +151,49 @@ class ReplayStreams:
     def add(self, stream: int, obs, action, reward, is_first, terminated) -> None:
         """Appends one step to stream `stream`."""
         self.streams[stream].add(obs, action, reward, is_first, terminated)
+        self.adds[stream] += 1
+        if self.online is not None and self.adds[stream] % self.online == 0:
+            self.queue.append((stream, int(self.adds[stream])))
+            if len(self.queue) > self._queue_slots():  # nothing samples it: keep the windows still stored
+                self.queue = collections.deque(x for x in self.queue if not self._stale(*x))
+
+    def _queue_slots(self) -> int:
+        """A bound on the queue's windows that are still stored (each stream holds `capacity // W` whole ones)."""
+        return len(self.streams) * (self.streams[0].capacity // self.online + 1)
 
     def num_windows(self, length: int) -> int:
         return sum(stream.num_windows(length) for stream in self.streams)
 
+    def _online_windows(self, batch: int, length: int) -> list[tuple[int, np.ndarray]]:
+        """Up to `B` queued windows `(stream, rows [L])`, oldest first; one the ring overwrote since is dropped."""
+        if self.online is not None and length != self.online:
+            raise ValueError(
+                f"ReplayStreams.sample: windows of {length} rows from a replay whose online queue holds {self.online}."
+            )
+        taken = []
+        while self.queue and len(taken) < batch:
+            i, count = self.queue.popleft()
+            stream = self.streams[i]
+            if self._stale(i, count):
+                continue
+            end = (stream.pos - (self.adds[i] - count)) % stream.capacity  # the row after the window's last
+            taken.append((i, (end - length + np.arange(length)) % stream.capacity))
+        return taken
+
+    def _stale(self, stream: int, count: int) -> bool:
+        """Whether the ring has overwritten the oldest row of the window queued at `stream`'s add `count`."""
+        return bool(self.adds[stream] - count > self.streams[stream].capacity - self.online)
+
     def _windows(self, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(stream [B], rows [B, L])`: the online queue's windows first, the rest drawn uniformly."""
+        online = self._online_windows(batch, length) if self.online is not None else []
+        which, rows = self._uniform_windows(batch - len(online), length)
+        if online:
+            which = np.concatenate([np.array([i for i, _ in online]), which])
+            rows = np.concatenate([np.stack([r for _, r in online]), rows])
+        return which, rows
+
+    def _uniform_windows(self, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """`(stream [B], rows [B, L])` of `B` uniformly drawn windows."""
         counts = np.array([stream.num_windows(length) for stream in self.streams])
         total = int(counts.sum())
@@ -196,11 +251,17 @@ class ReplayStreams:
             stream.data["z"][stream.newest] = np.argmax(z[i], -1)
 
     def state_dict(self) -> dict:
-        """Every stored row and position (for a run checkpoint); the generator's state is separate."""
-        return {
+        """Every stored row and position and the online queue (for a run checkpoint); not the generator's state."""
+        state = {
             str(i): {**stream.data, "pos": np.int64(stream.pos), "size": np.int64(stream.size)}
             for i, stream in enumerate(self.streams)
         }
+        if self.online is not None:
+            # Fixed shapes (a checkpoint's template is built before it is read): one slot per stream's window.
+            slots = np.full((self._queue_slots(), 2), -1, np.int64)
+            slots[: len(self.queue)] = np.array(list(self.queue), np.int64).reshape(-1, 2)
+            state["online"] = {"adds": self.adds.copy(), "queue": slots}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         for i, stream in enumerate(self.streams):
@@ -208,3 +269,6 @@ class ReplayStreams:
             for name in stream.data:
                 stream.data[name][...] = entry[name]
             stream.pos, stream.size = int(entry["pos"]), int(entry["size"])
+        if self.online is not None:
+            self.adds[...] = state["online"]["adds"]
+            self.queue = collections.deque((int(i), int(c)) for i, c in state["online"]["queue"] if i >= 0)

@@ -148,6 +148,12 @@ class RunConfig:
     replay_capacity: int = flags.flag(
         1_000_000, "maximum stored steps (the oldest are overwritten)", flags.int_at_least(1)
     )
+    online_replay: bool = flags.flag(
+        False,
+        "every --length fresh steps of an env form a window that the next update replays before its uniform "
+        "draws (official DreamerV3's replay.online: True)",
+        flags.boolean,
+    )
     action_repeat: int = flags.flag(
         1,
         "frames each action is repeated for (rewards summed; official DreamerV3 uses 2 on DMC); --steps, "
@@ -207,17 +213,20 @@ class RunConfig:
                 f"RunConfig: `--devices` {self.devices} must be at most jax.device_count() ({jax.device_count()}) "
                 f"and divide `--batch` {batch}."
             )
-        # Every stream must hold a whole replayed sequence when the first update comes, and keep one.
-        if self.warmup // self.envs < length:
+        # Every stream must hold a whole replayed window when the first update comes, and keep one (with
+        # --replay-context a window is one row longer).
+        window = length + int(self.agent.replay_context)
+        needs = "`--length`" + (" + 1 (--replay-context)" if self.agent.replay_context else "")
+        if self.warmup // self.envs < window:
             raise ValueError(
                 f"RunConfig: `--warmup` {self.warmup} gives each of the {self.envs} env(s) {self.warmup // self.envs} "
-                f"steps before the first update, fewer than `--length` {length}; raise --warmup to at least "
-                f"{length * self.envs}."
+                f"steps before the first update, fewer than {needs} {window}; raise --warmup to at least "
+                f"{window * self.envs}."
             )
-        if self.stream_capacity() < length:
+        if self.stream_capacity() < window:
             raise ValueError(
                 f"RunConfig: `--replay-capacity` {self.replay_capacity} gives each of the {self.envs} env(s) "
-                f"{self.stream_capacity()} steps, fewer than `--length` {length}."
+                f"{self.stream_capacity()} steps, fewer than {needs} {window}."
             )
         if self.warmup >= self.steps:
             raise ValueError(
@@ -405,13 +414,16 @@ def _stats(returns: np.ndarray) -> dict[str, Any]:
 
 def make_replay(run: RunConfig, wm_config: wm.WorldModelConfig) -> Any:
     """The run's replay: one stream of `run.stream_capacity()` steps per env copy (with latents for
-    `--replay-context`)."""
+    `--replay-context`, an online queue for `--online-replay`)."""
     from dreamer_actor.agent.replay import ReplayStreams
 
-    latents = (wm_config.deter, wm_config.stoch) if run.agent.replay_context else None
+    context = run.agent.replay_context
+    latents = (wm_config.deter, wm_config.stoch) if context else None
+    online = run.agent.length + int(context) if run.online_replay else None
     return ReplayStreams(
-        run.envs, run.stream_capacity(), wm_config.obs_dim, wm_config.action_dim, seed=run.seed, latents=latents
-    )
+        run.envs, run.stream_capacity(), wm_config.obs_dim, wm_config.action_dim, seed=run.seed, latents=latents,
+        online=online,
+    )  # fmt: skip
 
 
 class _Signals:
