@@ -83,7 +83,11 @@ def _assert_same_run(a: pathlib.Path, b: pathlib.Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--replay-context", "--online-replay"]], ids=["plain", "context_online"])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--replay-context", "--online-replay", "--steps=240", "--eval-every=240", "--save-every=80"]],
+    ids=["plain", "context_online"],
+)
 def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     reference = _cli(*FLAGS, *extra, f"--out={whole}")
