@@ -166,7 +166,7 @@ class ReplayStreams:
 
     def _online_windows(self, batch: int, length: int) -> list[tuple[int, np.ndarray]]:
         """Up to `B` queued windows `(stream, rows [L])`, oldest first; one the ring overwrote since is dropped."""
-        if self.online is not None and length != self.online:
+        if length != self.online:
             raise ValueError(
                 f"ReplayStreams.sample: windows of {length} rows from a replay whose online queue holds {self.online}."
             )
