@@ -38,8 +38,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check dreamer_actor tests benchmarks scripts $(NOTEBOOK_SRC)
 	$(BIN)/ruff format --check dreamer_actor tests benchmarks scripts $(NOTEBOOK_SRC)
 
+# The walkthrough notebook runs in its own Jupyter kernel inside the suite (tests/test_notebook.py).
 test: $(STAMP) lint
-	mkdir -p $(dir $(NOTEBOOK_IPYNB)) && $(BIN)/jupytext --quiet --to ipynb --output $(NOTEBOOK_IPYNB) $(NOTEBOOK_SRC) && DREAMER_ACTOR_NOTEBOOK_QUICK=1 $(BIN)/python -m pytest --nbmake -p no:xdist -q $(NOTEBOOK_IPYNB)
 	$(BIN)/python -m pytest -n 2 -q
 
 notebook: $(STAMP)

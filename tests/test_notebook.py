@@ -2,9 +2,8 @@
 
 `notebooks/dreamer_actor_walkthrough.py` is the only source (`# %%` code cells, `# %%
 [markdown]` cells); the `.ipynb` is built from it (`make notebook`, into the git-ignored
-`build/notebooks/`) and never committed. `make test` executes the built notebook with
-`pytest --nbmake`; the slow test here does the same with `nbclient` in a subprocess (its own
-Jupyter kernel, started from this interpreter's environment) with
+`build/notebooks/`) and never committed. The slow test here executes it with `nbclient` in a
+subprocess (its own Jupyter kernel, started from this interpreter's environment) with
 `DREAMER_ACTOR_NOTEBOOK_QUICK=1`, and also checks what the cells print and display. The
 cells carry their own checks against independent references (quadrature of the densities, a
 Monte-Carlo value of the naive integral, the Gaussian approximation of the bandit's optimal
