@@ -262,6 +262,7 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
     loss plus `repval_scale` times the replay value loss through the replayed posteriors (its targets held
     fixed), transcribed here as a plain `jax.grad` of that sum; the update reads the gradient off an SGD step."""
     import dataclasses
+    import functools
 
     import optax
 
@@ -271,7 +272,11 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
     state = state.replace(critic_params=online, slow_critic_params=slow)
     batch = {k: jnp.asarray(v) for k, v in _pendulum_batch(cfg, seed=3).items()}
     monkeypatch.setattr(agent_train, "optimizer", lambda config, lr: optax.sgd(1.0))
-    new, metrics, _ = agent_train.train_step(state, batch, wm_config=wm_config, actor_config=actor_config, config=cfg)
+    # Jitted as the agent runs it (traced after the SGD patch); eager dispatch of the scans costs minutes.
+    step = lambda c: jax.jit(
+        functools.partial(agent_train.train_step, wm_config=wm_config, actor_config=actor_config, config=c)
+    )
+    new, metrics, _ = step(cfg)(state, batch)
     assert float(metrics["skipped"]) == 0.0
     got = jax.tree.map(lambda old, upd: old - upd, state.wm_params, new.wm_params)
 
@@ -281,13 +286,13 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
     bins = wm.twohot_bins(wm_config.num_bins)
     _, wm_key, imag_key = jax.random.split(state.key, 3)
     b, length = cfg.batch, cfg.length
-    _, (post, _) = wm.world_model_loss(model, state.wm_params, batch, wm_key)
-    _, aux = agent_train.actor_objective(
-        state.actor_params, model=model, critic=critic, frozen=state.wm_params, slow=slow, online=online,
+    _, (post, _) = jax.jit(lambda p: wm.world_model_loss(model, p, batch, wm_key))(state.wm_params)
+    _, aux = jax.jit(lambda actor_params: agent_train.actor_objective(
+        actor_params, model=model, critic=critic, frozen=state.wm_params, slow=slow, online=online,
         start=jax.tree.map(lambda x: x.reshape(b * length, *x.shape[2:]), post),
         start_cont=1.0 - batch["terminated"].reshape(-1).astype(jnp.float32), normalizer_state=state.normalizer,
         key=imag_key, actor_config=actor_config, config=cfg,
-    )  # fmt: skip
+    ))(state.actor_params)  # fmt: skip
     targets, weights = agent_train.replay_returns(
         batch["reward"], batch["terminated"], batch["is_first"], aux["returns"][0].reshape(b, length),
         discount=cfg.discount, lambda_=cfg.lambda_,
@@ -301,8 +306,8 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
         loss = wm.twohot_loss(logits, sg(targets), bins) + cfg.slow_reg * wm.twohot_loss(logits, sg(slow_values), bins)
         return cfg.repval_scale * jnp.mean(weights * loss)
 
-    own = jax.grad(lambda p: wm.world_model_loss(model, p, batch, wm_key)[0])(state.wm_params)
-    extra = jax.grad(replay_value_loss)(state.wm_params)
+    own = jax.jit(jax.grad(lambda p: wm.world_model_loss(model, p, batch, wm_key)[0]))(state.wm_params)
+    extra = jax.jit(jax.grad(replay_value_loss))(state.wm_params)
     want = jax.tree.map(jnp.add, own, extra)
     extra_norm, own_norm = float(optax.tree.norm(extra)), float(optax.tree.norm(own))
     assert extra_norm > 1e-3 * own_norm  # the replay value loss's share is there to be found
@@ -310,9 +315,7 @@ def test_repval_grad_is_the_gradient_of_one_loss_over_world_model_and_critic(age
         scale = max(float(jnp.abs(w).max()), 1e-12)
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * scale + 1e-6, err_msg=jax.tree_util.keystr(path))
     # Without it, the world model's gradient is its own loss's alone.
-    plain, _, _ = agent_train.train_step(
-        state, batch, wm_config=wm_config, actor_config=actor_config, config=dataclasses.replace(cfg, repval_grad=False)
-    )
+    plain, _, _ = step(dataclasses.replace(cfg, repval_grad=False))(state, batch)
     for g, w in zip(jax.tree.leaves(jax.tree.map(jnp.subtract, state.wm_params, plain.wm_params)), jax.tree.leaves(own),
                     strict=True):  # fmt: skip
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-4 * max(float(jnp.abs(w).max()), 1e-12) + 1e-6)
