@@ -505,6 +505,8 @@ def test_a_skipped_update_leaves_every_learned_quantity_as_it_was():
         ({"discount": 1.5}, "--discount"),
         ({"envs": 0}, "--envs"),
         ({"vector": "threads"}, "--vector"),
+        ({"actor_output_scale": 0.0}, "--actor-output-scale"),
+        ({"actor_output_scale": float("inf")}, "--actor-output-scale"),
         ({"warmup": 500}, "--warmup"),  # not below --steps
         ({"envs": 16}, "--warmup"),  # 64 warm-up steps over 16 envs: 4 each, below --length
         ({"warmup": 8, "replay_context": True}, "--warmup"),  # a context window is --length + 1 = 9 rows

@@ -133,6 +133,12 @@ class RunConfig:
         "(Discrete, the only choice there)",
         flags.choice(da.distributions.names(), none=True),
     )
+    actor_output_scale: float = flags.flag(
+        0.01,
+        "variance scale of the actor's output layer at init (official DreamerV3: 0.01, a near-constant initial "
+        "mean); larger makes the initial policy's mean depend on the state",
+        flags.number(positive=True),
+    )
     train_ratio: float = flags.flag(
         64.0, "replayed steps per env step; one update replays batch x length steps", flags.number(positive=True)
     )
@@ -282,7 +288,12 @@ class RunConfig:
         observation_space = getattr(env, "single_observation_space", None) or env.observation_space
         model = self.world_model
         actor_config = spaces.actor_config_for(
-            action_space, distribution=self.distribution, layers=2, units=model.units, norm=model.norm
+            action_space,
+            distribution=self.distribution,
+            layers=2,
+            units=model.units,
+            norm=model.norm,
+            output_scale=self.actor_output_scale,
         )
         wm_config = dataclasses.replace(
             model,
