@@ -35,3 +35,29 @@ with warnings.catch_warnings():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+# XLA:CPU runs the work of every device of a process, collectives included, on one intra-op thread pool
+# of max(cores, devices) threads, where PJRT_NPROC, when set, stands for the core count. A collective holds
+# its thread until every device has reached it, and a device may start its next collective while the
+# previous one still waits. So with 8 threads, 8 devices and a program of independent collectives (the
+# agent's update: the world model's gradient all-reduce beside the return normalizer's all-gather), the
+# waiting collectives can take every thread while another device's turn is still queued behind them.
+# XLA ends that after 40 s: "Termination timeout for `all gather ...` ... only 7 of them arrived", seen
+# on the 2-core VMs in the 8-device agent test (a clean clone's CI run on 6 December, an earlier suite
+# run on 5 December). 64 threads leave room for eight waiting collectives per device.
+HOST_DEVICE_THREADS = 64
+
+
+@pytest.fixture(scope="session")
+def host_devices_env():
+    """`host_devices_env(count)`: this process's environment for a subprocess whose jax sees `count` CPU devices.
+
+    The subprocess must not have imported jax before: XLA reads both variables when its client starts.
+    """
+
+    def env(count: int) -> dict[str, str]:
+        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+        return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PJRT_NPROC": str(HOST_DEVICE_THREADS)}
+
+    return env

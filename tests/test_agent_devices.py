@@ -12,7 +12,6 @@ the two-hot heads at init (uniform probabilities over bins up to 4.9e8) turn a l
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ TOL = 2e-5
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, tempfile
+    import json, os, tempfile
     import jax, numpy as np, gymnasium as gym
     from dreamer_actor.agent import load, run as agent_run, train as agent_train
 
@@ -68,17 +67,26 @@ _SCRIPT = textwrap.dedent(
         result["updates"] = agent_run.train_agent(tiny)["updates"]
         obs, _ = gym.make("CartPole-v1").reset(seed=0)
         result["action"] = int(load(out)(obs))
+    # The size of XLA's intra-op pool, which runs the devices' collectives (PJRT_NPROC: tests/conftest.py).
+    result["pool_threads"] = sum(
+        open(f"/proc/self/task/{t}/comm").read().strip() == "tf_XLAEigen" for t in os.listdir("/proc/self/task"))
     print(json.dumps(result))
     """
 )
 
 
 @pytest.fixture(scope="module")
-def sharded():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+def sharded(host_devices_env):
+    env = host_devices_env(8)
     done = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_collectives_have_the_threads_they_may_wait_on(sharded, host_devices_env):
+    # XLA's default pool here is max(cores, devices) = 8 threads, in which the update's collectives deadlocked.
+    assert sharded["pool_threads"] == int(host_devices_env(8)["PJRT_NPROC"]) > 8
 
 
 @pytest.mark.slow

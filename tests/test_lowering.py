@@ -7,7 +7,6 @@ module holds no custom call other than the sharding annotations jax itself emits
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -124,8 +123,8 @@ _MESH_SCRIPT = textwrap.dedent(
 )
 
 
-def test_the_sharded_actor_training_step_lowers_for_gpu_and_tpu_on_8_devices():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+def test_the_sharded_actor_training_step_lowers_for_gpu_and_tpu_on_8_devices(host_devices_env):
+    env = host_devices_env(8)
     done = subprocess.run([sys.executable, "-c", _MESH_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

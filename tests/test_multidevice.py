@@ -6,7 +6,6 @@ one device against closed forms (Adam's first update) and the per-example keying
 """
 
 import json
-import os
 import pathlib
 import re
 import subprocess
@@ -159,12 +158,8 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_training_step_equals_one_device():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip(),
-        "JAX_PLATFORMS": "cpu",
-    }
+def test_sharded_training_step_equals_one_device(host_devices_env):
+    env = host_devices_env(8)
     args = [str(x) for x in (LOSS_RTOL, GRAD_TOL, DOC)]
     proc = subprocess.run(
         [sys.executable, "-W", "error", "-c", _SCRIPT, *args], env=env, capture_output=True, text=True, timeout=300

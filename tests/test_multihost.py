@@ -9,7 +9,6 @@ this single process, the checkpoint both processes saved together.
 
 import importlib.util
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -51,13 +50,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_processes(out: pathlib.Path, port: int, deadline: float) -> list[str]:
+def _run_processes(out: pathlib.Path, port: int, deadline: float, env: dict[str, str]) -> list[str]:
     """Starts the processes, waits for all of them (until `deadline`), kills any left; returns their logs."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={LOCAL_DEVICES}",  # set before jax is imported
-        "JAX_PLATFORMS": "cpu",
-    }
     logs = [out / f"log_{i}.txt" for i in range(NUM_PROCESSES)]
     procs = []
     try:
@@ -94,7 +88,7 @@ def _close(actual, desired, tol, what):
     return float(np.max(np.abs(actual - desired)) / scale)
 
 
-def test_two_processes_train_and_checkpoint_like_one(tmp_path):
+def test_two_processes_train_and_checkpoint_like_one(tmp_path, host_devices_env):
     example = _load_example()
     out = tmp_path / "run"
     out.mkdir()
@@ -107,7 +101,7 @@ def test_two_processes_train_and_checkpoint_like_one(tmp_path):
 
     def children():
         try:
-            logs.extend(_run_processes(out, port, deadline))
+            logs.extend(_run_processes(out, port, deadline, host_devices_env(LOCAL_DEVICES)))
         except BaseException as error:
             failure.append(error)
 

@@ -10,7 +10,6 @@ algebra too.
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -399,10 +398,8 @@ _SHARDED = textwrap.dedent(
 )
 
 
-def test_percentiles_are_global_when_the_batch_is_sharded_over_8_devices():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-    env["JAX_PLATFORMS"] = "cpu"
+def test_percentiles_are_global_when_the_batch_is_sharded_over_8_devices(host_devices_env):
+    env = host_devices_env(8)
     proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
