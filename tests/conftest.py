@@ -44,8 +44,8 @@ def key():
 # agent's update: the world model's gradient all-reduce beside the return normalizer's all-gather), the
 # waiting collectives can take every thread while another device's turn is still queued behind them.
 # XLA ends that after 40 s: "Termination timeout for `all gather ...` ... only 7 of them arrived", seen
-# on the 2-core VMs in the 8-device agent test (a clean clone's CI run on 6 December, an earlier suite
-# run on 5 December). 64 threads leave room for eight waiting collectives per device.
+# on the 2-core VMs in the 8-device agent test (twice on 6 December 2026: in a suite run, then in a clean
+# clone's CI run). 64 threads leave room for eight waiting collectives per device.
 HOST_DEVICE_THREADS = 64
 
 
