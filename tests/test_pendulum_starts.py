@@ -49,3 +49,36 @@ def test_replayed_reward_is_the_return_times_the_expected_draws_of_a_row(tmp_pat
     assert f"episode {start} (return 4," in line
     printed = float(line.split("replayed reward ")[1].split(";")[0])
     assert abs(printed - expected) <= 1.0  # ln(T / t) against the sum: within rounding here
+
+
+class _ZeroPolicy:
+    """Stands in for `dreamer_actor.agent.Policy`: torque 0, the model action it would record."""
+
+    def __init__(self):
+        self.prev_action = np.zeros((1, 1), np.float32)
+        self.calls = 0
+
+    def reset(self):
+        self.prev_action = np.zeros((1, 1), np.float32)
+
+    def __call__(self, obs):
+        self.calls += 1
+        self.prev_action = np.full((1, 1), 0.5, np.float32)
+        return np.zeros(1, np.float32)
+
+
+def test_upright_episodes_start_near_upright_and_keep_the_replay_rows(monkeypatch):
+    _rh_spec = importlib.util.spec_from_file_location("pendulum_reward_head", _PATH.parent / "pendulum_reward_head.py")
+    rh = importlib.util.module_from_spec(_rh_spec)
+    monkeypatch.syspath_prepend(str(_PATH.parent))  # its imports of the sibling scripts
+    _rh_spec.loader.exec_module(rh)
+    policy = _ZeroPolicy()
+    episodes = rh.upright_episodes(policy, starts=2, steps=5)
+    assert len(episodes) == 2 and policy.calls == 10
+    for episode in episodes:
+        assert episode["obs"][0, 0] > ps.UPRIGHT  # the reset's pole cosine
+        assert episode["obs"].shape == (6, 3) and episode["action"].shape == (6, 1)
+        np.testing.assert_array_equal(episode["action"][:, 0], [0.0, 0.5, 0.5, 0.5, 0.5, 0.5])  # a_{t-1}
+        assert episode["reward"][0] == 0.0 and episode["is_first"].tolist() == [True] + [False] * 5
+    # Started within 8 degrees and not pushed, the pole earns 2 (one per frame) on the first step.
+    assert all(episode["reward"][1] == 2.0 for episode in episodes)
