@@ -270,3 +270,34 @@ def test_per_example_step_finds_the_old_paths_weight_gradient_per_example():
         assert row["compiled"][name]["largest_f32_array_elements"] < per_example // 4, name
     assert max(row["max_abs_diff_new_vs_old"].values()) < 1e-5
     assert set(row["median_s"]) == {"make_actor_train_step", "batched act + adam", "vmapped act (before)"}
+
+
+def test_update_scaling_counts_the_updates_the_loop_made():
+    from benchmarks import update_scaling
+
+    # The loop's own count, in committed runs of 100k frames (action repeat 2, batch 16 x 32, warm-up 1,000).
+    for name, ratio in (("bnoff-g099-tr256-s0", 256), ("bnoff-g099-tr128-s0", 128), ("bnoff-g099-s0", 64)):
+        curve = json.loads((ROOT / "docs/results/dmc/runs/pendulum_swingup" / name / "curve.json").read_text())
+        assert curve["config"]["train_ratio"] == ratio and curve["config"]["warmup"] == update_scaling.WARMUP
+        assert update_scaling.updates_per_run(16, ratio) == curve["evals"][-1]["updates"]
+    assert update_scaling.update_minutes(0.6, 32, 256) == pytest.approx(12_250 * 0.6 / 60)
+
+
+def test_update_scaling_compares_time_per_replayed_row():
+    from benchmarks import update_scaling
+
+    def variant(times):
+        return {"times": times, "first_s": 9.0}
+
+    rounds = [
+        {"1core_b16": variant([1.0, 1.0, 5.0]), "2dev_b32": variant([1.0, 1.0, 1.0])},
+        {"1core_b16": variant([2.0, 2.0, 2.0]), "2dev_b32": variant([3.0, 3.0, 3.0])},
+    ]
+    result = update_scaling.summarize(rounds, ["1core_b16", "2dev_b32"])
+    ratio = result["2dev_b32"]["row_cost_vs_first"]  # (1.0 / 32) / (1.0 / 16) and (3.0 / 32) / (2.0 / 16)
+    assert (ratio["min"], ratio["max"]) == (0.5, 0.75)
+    assert "| 2dev_b32 (0,1; 2; 32) |" in update_scaling.markdown(
+        result, {"date": "d", "command": "c", "cpu": "cpu", "commit": "abc", "rounds": 2, "updates": 3}
+    )
+    with pytest.raises(SystemExit):
+        update_scaling.parse_args(["--variants", "1core_b16,3cores"])
