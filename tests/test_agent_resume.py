@@ -85,8 +85,12 @@ def _assert_same_run(a: pathlib.Path, b: pathlib.Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--replay-context", "--online-replay", "--steps=240", "--eval-every=240", "--save-every=80"]],
-    ids=["plain", "context_online"],
+    [
+        [],
+        ["--replay-context", "--online-replay", "--steps=240", "--eval-every=240", "--save-every=80"],
+        ["--model-extra-ratio=48", "--steps=240", "--eval-every=240", "--save-every=80"],
+    ],
+    ids=["plain", "context_online", "model_extra"],
 )
 def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -106,7 +110,12 @@ def test_sigkill_after_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_
     # Bit for bit: every array of the run (networks, optimizer states, replay, latents, env log) and the curve.
     _assert_same_run(whole, killed)
     # The replay's stored latents (--replay-context) and online queue (--online-replay) are in the checkpoint.
-    assert ("replay/0/h" in _arrays(whole)) == ("replay/online/queue" in _arrays(whole)) == bool(extra)
+    context = "--replay-context" in extra
+    assert ("replay/0/h" in _arrays(whole)) == ("replay/online/queue" in _arrays(whole)) == context
+    if "--model-extra-ratio=48" in extra:  # 1.5 world-model-only updates per env step after the warm-up
+        curve = json.loads((whole / "curve.json").read_text())
+        assert curve["model_updates"] == curve["evals"][-1]["model_updates"] == int(1.5 * (240 - 64 + 1))
+        assert int(_arrays(whole)["agent/step"]) == curve["updates"] == int(1.0 * (240 - 64 + 1))  # full ones only
 
 
 @pytest.mark.slow
@@ -511,6 +520,9 @@ def test_a_skipped_update_leaves_every_learned_quantity_as_it_was():
         ({"envs": 16}, "--warmup"),  # 64 warm-up steps over 16 envs: 4 each, below --length
         ({"warmup": 8, "replay_context": True}, "--warmup"),  # a context window is --length + 1 = 9 rows
         ({"replay_capacity": 8, "replay_context": True}, "--replay-capacity"),
+        ({"model_extra_ratio": -1.0}, "--model-extra-ratio"),
+        ({"model_extra_ratio": 32.0, "replay_context": True}, "--model-extra-ratio"),
+        ({"model_extra_ratio": 32.0, "repval_grad": True}, "--model-extra-ratio"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(change, flag):

@@ -142,6 +142,12 @@ class RunConfig:
     train_ratio: float = flags.flag(
         64.0, "replayed steps per env step; one update replays batch x length steps", flags.number(positive=True)
     )
+    model_extra_ratio: float = flags.flag(
+        0.0,
+        "replayed steps per env step for world-model-only updates on top of --train-ratio (not in official "
+        "DreamerV3): the world model trains at the sum, actor and critic at --train-ratio",
+        flags.number(low=0.0),
+    )
     warmup: int = flags.flag(1000, "uniform random env steps before the first update", flags.int_at_least(0))
     eval_every: int = flags.flag(
         2000, "env steps between evaluations on the real env (and one at the end)", flags.int_at_least(1)
@@ -218,6 +224,13 @@ class RunConfig:
             raise ValueError(
                 f"RunConfig: `--devices` {self.devices} must be at most jax.device_count() ({jax.device_count()}) "
                 f"and divide `--batch` {batch}."
+            )
+        if self.model_extra_ratio > 0 and (self.agent.replay_context or self.agent.repval_grad or self.devices > 1):
+            raise ValueError(
+                "RunConfig: `--model-extra-ratio` is built for one device without --replay-context and --repval-grad "
+                "(its world-model-only updates would neither store replay latents nor take the replay value "
+                f"loss's gradient); got --devices {self.devices}, --replay-context {self.agent.replay_context}, "
+                f"--repval-grad {self.agent.repval_grad}."
             )
         # Every stream must hold a whole replayed window when the first update comes, and keep one (with
         # --replay-context a window is one row longer).
@@ -543,6 +556,7 @@ class _Loop:
         self.ep_return, self.ep_len, self.ep_frames = np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
         self.counters = {
             "vector_steps": 0, "env_steps": 0, "frames": 0, "updates": 0, "owed": 0.0, "skipped": 0, "skips_in_row": 0,
+            "model_updates": 0, "model_owed": 0.0,
         }  # fmt: skip
         self.wall_before = 0.0  # wall time of earlier sessions of this run
         self.curve: dict[str, Any] = {}
@@ -610,7 +624,9 @@ class _Loop:
         self.obs, self.is_first = np.asarray(loop["obs"]), np.asarray(loop["is_first"])
         self.ep_return, self.ep_len = np.array(loop["ep_return"]), np.array(loop["ep_len"])
         self.ep_frames = np.array(loop["ep_frames"])
-        self.counters, self.curve, self.wall_before = stored["counters"], stored["curve"], stored["wall_s"]
+        # Checkpoints from before --model-extra-ratio lack its counters.
+        self.counters = {**self.counters, **stored["counters"]}
+        self.curve, self.wall_before = stored["curve"], stored["wall_s"]
         self.curve.pop("interrupted", None)
         self.curve.setdefault("resumed", []).append({"env_steps": self.counters["env_steps"]})
         self.rng.bit_generator.state = stored["rng"]
@@ -720,6 +736,7 @@ def train_agent(run: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
 def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: float) -> dict[str, Any]:
     update = agent_train.make_update(loop.wm_config, loop.actor_config, loop.config, devices=run.devices)
+    model_update = agent_train.make_model_update(loop.wm_config, loop.config)
     policy_step = agent_train.make_policy_step(loop.wm_config, loop.actor_config)
     act_key = jax.random.key(run.seed + 1)
     replayed_per_update = loop.config.batch * loop.config.length
@@ -732,12 +749,16 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
     def save() -> None:
         if out is not None:
             curve["wall_s"], curve["updates"] = wall(), c["updates"]
+            if run.model_extra_ratio:
+                curve["model_updates"] = c["model_updates"]
             loop.save(out, wall())
             _write_json(out / "curve.json", curve)
 
     def do_eval() -> dict[str, Any]:
         began = time.perf_counter()
         entry = {"env_steps": c["env_steps"], "frames": c["frames"], "updates": c["updates"], "skipped": c["skipped"]}
+        if run.model_extra_ratio:
+            entry["model_updates"] = c["model_updates"]
         for mode in ("deterministic", "sampled"):
             act = agent_act(
                 run.env, policy_step, loop.state.wm_params, loop.state.actor_params, loop.wm_config, loop.actor_config,
@@ -750,6 +771,23 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
         if out is not None:
             _write_json(out / "curve.json", curve)
         return entry
+
+    def check_skip(m: dict[str, jax.Array]) -> bool:
+        """Counts a skipped update (non-finite loss or gradient); stops the run after `max_skips` in a row."""
+        if float(m["skipped"]) == 0:
+            c["skips_in_row"] = 0
+            return False
+        c["skipped"] += 1
+        c["skips_in_row"] += 1
+        curve["skipped_updates"].append({"env_steps": c["env_steps"], "updates": c["updates"]})
+        if c["skips_in_row"] >= run.max_skips:
+            save()
+            raise RuntimeError(
+                f"dreamer_actor.agent: {c['skips_in_row']} updates in a row had a non-finite loss or "
+                f"gradient (at env step {c['env_steps']}, update {c['updates']}); the run stops"
+                + (f", and its last good state is saved in {out}." if out else ".")
+            )
+        return True
 
     metrics: dict[str, float] = {}
     bar = None
@@ -818,24 +856,20 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
                     loop.state, m, post = update(loop.state, batch)
                     c["owed"] -= 1.0
                     c["updates"] += 1
-                    if float(m["skipped"]) > 0:
-                        c["skipped"] += 1
-                        c["skips_in_row"] += 1
-                        curve["skipped_updates"].append({"env_steps": c["env_steps"], "updates": c["updates"]})
-                        if c["skips_in_row"] >= run.max_skips:
-                            save()
-                            raise RuntimeError(
-                                f"dreamer_actor.agent: {c['skips_in_row']} updates in a row had a non-finite loss or "
-                                f"gradient (at env step {c['env_steps']}, update {c['updates']}); the run stops"
-                                + (f", and its last good state is saved in {out}." if out else ".")
-                            )
+                    if check_skip(m):
                         continue
-                    c["skips_in_row"] = 0
                     if loop.config.replay_context:  # the rows' latents as this update's world model filtered them
                         loop.replay.write_latents(where, np.asarray(post.h), np.asarray(post.z))
                     if c["updates"] % 25 == 1:
                         metrics = {k: float(v) for k, v in m.items()}
                         curve["losses"].append({"env_steps": c["env_steps"], "updates": c["updates"], **metrics})
+                c["model_owed"] += n * run.model_extra_ratio / replayed_per_update
+                while c["model_owed"] >= 1.0:
+                    batch = loop.replay.sample(loop.config.batch, loop.config.length)
+                    loop.state, m = model_update(loop.state, batch)
+                    c["model_owed"] -= 1.0
+                    c["model_updates"] += 1
+                    check_skip(m)
             finished = c["env_steps"] >= run.steps
             if c["env_steps"] // run.eval_every > before // run.eval_every or finished:
                 last = do_eval()
@@ -857,6 +891,8 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
     if bar is not None:
         bar.close()
     curve["wall_s"], curve["updates"] = wall(), c["updates"]
+    if run.model_extra_ratio:
+        curve["model_updates"] = c["model_updates"]
     if out is not None and "interrupted" not in curve:
         save()
         _plot(curve, run, out / "curve.png")

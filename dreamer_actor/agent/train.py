@@ -511,6 +511,36 @@ def train_step(
     return new_state, metrics, jax.tree.map(sg, post)
 
 
+def model_step(
+    state: AgentState, batch: dict[str, jax.Array], *, wm_config: wm.WorldModelConfig, config: AgentConfig
+) -> tuple[AgentState, dict[str, jax.Array]]:
+    """A world-model-only update: step 1 of `train_step` alone (the loop's `--model-extra-ratio`).
+
+    Args:
+      batch: `[B, L, ...]` arrays from `ReplayStreams.sample` (no replay context).
+
+    Returns:
+      `(new state, metrics)`: the world model and its optimizer state one step on; actor, critic, slow
+      critic, return normalizer and `step` (full updates done) as they were; the key advanced. A
+      non-finite loss or gradient skips it as in `train_step` (metric `skipped`).
+    """
+    model = wm.WorldModel(wm_config)
+    key, wm_key, _ = jax.random.split(state.key, 3)  # as `train_step` splits it: the same world-model step
+    (wm_loss, (_, metrics)), grads = jax.value_and_grad(
+        lambda p: wm.world_model_loss(model, p, batch, wm_key), has_aux=True
+    )(state.wm_params)
+    wm_params, wm_opt = apply_step(config, config.model_lr, grads, state.wm_params, state.wm_opt)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((wm_loss, grads))]))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(wm_params=keep(wm_params, state.wm_params), wm_opt=keep(wm_opt, state.wm_opt), key=key)
+    return new_state, {**metrics, "skipped": 1.0 - finite.astype(jnp.float32)}
+
+
+def make_model_update(wm_config: wm.WorldModelConfig, config: AgentConfig):
+    """Jitted `model_step`: `(state, batch) -> (state, metrics)`; the state's buffers are donated."""
+    return jax.jit(functools.partial(model_step, wm_config=wm_config, config=config), donate_argnums=0)
+
+
 def make_update(wm_config: wm.WorldModelConfig, actor_config: da.ActorConfig, config: AgentConfig, *, devices: int = 1):
     """Jitted `train_step`: `(state, batch) -> (state, metrics, posteriors)`; the state's buffers are donated.
 
