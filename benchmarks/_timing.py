@@ -210,3 +210,28 @@ def run_child(args: Sequence[str], *, timeout: float = 600.0, env: Mapping[str, 
         return json.loads(lines[-1])
     except json.JSONDecodeError:
         return {"error": f"child {' '.join(args)} printed no JSON: {lines[-1][:500]}"}
+
+
+def time_agent_updates(update: Callable[..., Any], state: Any, batch: int, length: int, updates: int) -> list[float]:
+    """Seconds of `updates + 1` calls of the agent's jitted update, the first (compile) included.
+
+    Each call gets a fresh random Pendulum-shaped batch `[batch, length]` (3 observations, 1
+    action, one episode start per row) and the state the call before returned (it is donated).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(updates + 1):
+        data = {
+            "obs": rng.uniform(-2, 2, (batch, length, 3)).astype(np.float32),
+            "action": rng.uniform(-1, 1, (batch, length, 1)).astype(np.float32),
+            "reward": rng.uniform(-2, 2, (batch, length)).astype(np.float32),
+            "is_first": np.eye(length, dtype=bool)[np.zeros(batch, int)],
+            "terminated": np.zeros((batch, length), bool),
+        }
+        began = time.perf_counter()
+        state, _, _ = update(state, data)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - began)
+    return times

@@ -37,7 +37,6 @@ import pathlib
 import platform
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -60,6 +59,7 @@ def ours_child(size: str, updates: int) -> dict[str, Any]:
     import gymnasium as gym
     import jax
 
+    from benchmarks import _timing as T
     from dreamer_actor.agent import train as agent_train
     from dreamer_actor.agent.run import RunConfig
 
@@ -70,24 +70,7 @@ def ours_child(size: str, updates: int) -> dict[str, Any]:
     params = int(sum(np.prod(x.shape) for p in (state.wm_params, state.actor_params, state.critic_params)
                      for x in jax.tree.leaves(p)))  # fmt: skip
     update = agent_train.make_update(wm_config, actor_config, config)
-    rng = np.random.default_rng(0)
-
-    def batch() -> dict[str, np.ndarray]:
-        return {
-            "obs": rng.uniform(-2, 2, (BATCH, LENGTH, 3)).astype(np.float32),
-            "action": rng.uniform(-1, 1, (BATCH, LENGTH, 1)).astype(np.float32),
-            "reward": rng.uniform(-2, 2, (BATCH, LENGTH)).astype(np.float32),
-            "is_first": np.eye(LENGTH, dtype=bool)[np.zeros(BATCH, int)],
-            "terminated": np.zeros((BATCH, LENGTH), bool),
-        }
-
-    times = []
-    for _ in range(updates + 1):
-        data = batch()
-        began = time.perf_counter()
-        state, _, _ = update(state, data)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - began)
+    times = T.time_agent_updates(update, state, BATCH, LENGTH, updates)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"first_s": times[0], "times": times[1:], "peak_rss_bytes": peak, "params": params,
             "jax": jax.__version__}  # fmt: skip

@@ -25,7 +25,6 @@ import pathlib
 import platform
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -51,6 +50,7 @@ def child(devices: int, batch: int, updates: int) -> dict[str, Any]:
     import gymnasium as gym
     import jax
 
+    from benchmarks import _timing as T
     from dreamer_actor.agent import train as agent_train
     from dreamer_actor.agent.run import RunConfig
 
@@ -62,24 +62,7 @@ def child(devices: int, batch: int, updates: int) -> dict[str, Any]:
     config = run.agent
     state = agent_train.init_agent(jax.random.key(0), wm_config, actor_config, config)
     update = agent_train.make_update(wm_config, actor_config, config, devices=devices)
-    rng = np.random.default_rng(0)
-
-    def data() -> dict[str, np.ndarray]:
-        return {
-            "obs": rng.uniform(-1, 1, (batch, LENGTH, 3)).astype(np.float32),
-            "action": rng.uniform(-1, 1, (batch, LENGTH, 1)).astype(np.float32),
-            "reward": rng.uniform(0, 1, (batch, LENGTH)).astype(np.float32),
-            "is_first": np.eye(LENGTH, dtype=bool)[np.zeros(batch, int)],
-            "terminated": np.zeros((batch, LENGTH), bool),
-        }
-
-    times = []
-    for _ in range(updates + 1):
-        replayed = data()
-        began = time.perf_counter()
-        state, _, _ = update(state, replayed)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - began)
+    times = T.time_agent_updates(update, state, batch, LENGTH, updates)
     return {"first_s": times[0], "times": times[1:], "devices": jax.device_count(), "jax": jax.__version__}
 
 
