@@ -106,7 +106,7 @@ def test_cli_documents_and_parses_every_flag(capsys):
                 assert "--" + field.name.replace("_", "-") in text, field.name
                 assert "".join(field.metadata["help"].split()) in text, field.name
                 documented.append(field.name)
-    assert len(documented) == len(set(documented)) == len(defaults.flag_values()) == 44
+    assert len(documented) == len(set(documented)) == len(defaults.flag_values()) == 45
     run, resume = agent_cli.parse_args(
         ["--env", "CartPole-v1", "--steps", "1234", "--overwrite", "--no-progress", "--units", "64", "--batch", "8",
          "--norm", "layer", "--slow-target", "--model-lr", "1e-4"]
