@@ -746,11 +746,14 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
     def wall() -> float:
         return loop.wall_before + time.perf_counter() - start_time
 
+    def record_totals() -> None:
+        curve["wall_s"], curve["updates"] = wall(), c["updates"]
+        if run.model_extra_ratio:
+            curve["model_updates"] = c["model_updates"]
+
     def save() -> None:
         if out is not None:
-            curve["wall_s"], curve["updates"] = wall(), c["updates"]
-            if run.model_extra_ratio:
-                curve["model_updates"] = c["model_updates"]
+            record_totals()
             loop.save(out, wall())
             _write_json(out / "curve.json", curve)
 
@@ -890,9 +893,7 @@ def _train(run: RunConfig, loop: _Loop, out: pathlib.Path | None, start_time: fl
                 break
     if bar is not None:
         bar.close()
-    curve["wall_s"], curve["updates"] = wall(), c["updates"]
-    if run.model_extra_ratio:
-        curve["model_updates"] = c["model_updates"]
+    record_totals()
     if out is not None and "interrupted" not in curve:
         save()
         _plot(curve, run, out / "curve.png")
