@@ -12,6 +12,9 @@ agent's defaults. Two scores per run, both at the run's last frame:
 * `train`: the mean return of the training episodes (the sampled policy, as it explored) that ended in
   the last 10,000 env frames: what official DreamerV3's score files report, binned by frames.
 
+Below the table, issue 21's four-task mean (`SUITE`) for each variant with finished runs on all four tasks:
+the mean over the tasks of each task's mean over seeds, and how many tasks reach official DreamerV3's score.
+
 A run that has not reached its `--steps` (still going, or stopped) is listed with the frames it has
 reached ("at N frames"); a copied run (`--copy`: run.json and curve.json only) counts as finished when
 its last evaluation is at its `--steps`.
@@ -38,6 +41,8 @@ ANCHORS = {
     "walker_walk": (475, 962, 708),
 }
 TRAIN_WINDOW = 10_000
+# Issue 21's four-task mean (walker_walk is its stretch task, outside the mean).
+SUITE = ("cartpole_swingup", "pendulum_swingup", "reacher_easy", "cup_catch")
 # The learning rules (docs/official_differences.md): official DreamerV3's, and the agent's defaults
 # before 6 December 2026 ("earlier rules"). Today's defaults are official's with the discount 0.99.
 OFFICIAL_RULES = {"contdisc": True, "discount": 0.997, "imagine_pre_update": True, "norm": "rms",
@@ -234,6 +239,49 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path, official: dict[str, Any
     plt.close(fig)
 
 
+def suite_means(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant with finished runs on every task of `SUITE`: the mean over the tasks of each task's seed mean.
+
+    Returns one dict per such variant: `eval` and `train` (the four-task means), `seeds` (the fewest
+    finished seeds of a task), `at_official` (the tasks whose seed-mean eval is at or above official
+    DreamerV3's score) and `per_task` (task -> seed-mean eval).
+    """
+    by_variant: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for run in runs:
+        if run["done"] and run["task"] in SUITE:
+            by_variant.setdefault(run["variant"], {}).setdefault(run["task"], []).append(run)
+    means = []
+    for name, tasks in sorted(by_variant.items()):
+        if len(tasks) < len(SUITE):
+            continue
+        per_task = {t: float(np.mean([r["eval"] for r in tasks[t]])) for t in SUITE}
+        trains = [float(np.mean([r["train"] for r in tasks[t] if r["train"] is not None])) for t in SUITE]
+        means.append({
+            "variant": name, "eval": float(np.mean(list(per_task.values()))), "train": float(np.mean(trains)),
+            "seeds": min(len(tasks[t]) for t in SUITE), "per_task": per_task,
+            "at_official": [t for t in SUITE if per_task[t] >= ANCHORS[t][0]],
+        })  # fmt: skip
+    return means
+
+
+def suite_markdown(runs: list[dict[str, Any]]) -> str:
+    """The four-task means (`suite_means`) as a table, with the anchors' means; empty if no variant has all four."""
+    means = suite_means(runs)
+    if not means:
+        return ""
+    anchors = " / ".join(f"{np.mean([ANCHORS[t][i] for t in SUITE]):.0f}" for i in range(3))
+    lines = [
+        f"| variant | fewest seeds per task | {' | '.join(SUITE)} | four-task mean eval | train "
+        "| tasks at or above official | official DreamerV3 / TD-MPC2 / SAC |",
+        "|" + "---|" * (len(SUITE) + 6),
+    ]
+    for m in means:
+        cells = [m["variant"], str(m["seeds"]), *(f"{m['per_task'][t]:.0f}" for t in SUITE), f"{m['eval']:.0f}",
+                 f"{m['train']:.0f}", f"{len(m['at_official'])} of {len(SUITE)}", anchors]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def copy_runs(runs: list[dict[str, Any]], root: pathlib.Path, dest: pathlib.Path) -> None:
     """run.json and curve.json of each run (its weights stay out), under the same relative path."""
     for run in runs:
@@ -258,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise SystemExit(f"no run with an evaluation under {args.dir}")
     table = markdown(runs)
+    suite = suite_markdown(runs)
+    if suite:
+        table += f"\n\nThe four-task mean ({', '.join(SUITE)}), per variant with finished runs on all four:\n\n{suite}"
     print(table)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

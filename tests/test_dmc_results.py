@@ -72,3 +72,21 @@ def test_the_plot_is_written_for_runs_with_and_without_official_curves(tmp_path)
     for name, curves in (("with.png", official), ("without.png", None)):
         dr.plot(runs, tmp_path / name, curves)
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_four_task_mean_averages_each_tasks_seed_mean_over_finished_runs_only():
+    def run(task, name, seed, score, done=True):
+        return {"task": task, "variant": name, "seed": seed, "done": done, "eval": score, "train": score / 2}
+
+    runs = [
+        run("cartpole_swingup", "a", 0, 500.0), run("cartpole_swingup", "a", 1, 700.0),  # task mean 600
+        run("pendulum_swingup", "a", 0, 900.0), run("pendulum_swingup", "a", 1, 0.0, done=False),  # stopped: out
+        run("reacher_easy", "a", 0, 100.0), run("reacher_easy", "a", 1, 300.0),  # 200
+        run("cup_catch", "a", 0, 730.0),  # official's 730: at it counts
+        run("walker_walk", "a", 0, 1000.0),  # the stretch task: outside the mean
+        run("cartpole_swingup", "b", 0, 999.0), run("pendulum_swingup", "b", 0, 999.0),  # b lacks two tasks
+    ]  # fmt: skip
+    (only,) = dr.suite_means(runs)
+    assert only["variant"] == "a" and only["seeds"] == 1
+    assert only["eval"] == (600 + 900 + 200 + 730) / 4 and only["train"] == (300 + 450 + 100 + 365) / 4
+    assert only["at_official"] == ["cartpole_swingup", "pendulum_swingup", "cup_catch"]  # reacher's 200 < 693
