@@ -51,6 +51,18 @@ def test_replayed_reward_is_the_return_times_the_expected_draws_of_a_row(tmp_pat
     assert abs(printed - expected) <= 1.0  # ln(T / t) against the sum: within rounding here
 
 
+def test_the_updates_from_the_first_swing_up_to_the_hold_count_env_steps_between_them():
+    def episodes(returns):
+        return [{"env_steps": 500 * (i + 1), "return": r} for i, r in enumerate(returns)]
+
+    # Episode 1 is a near-upright start (left out), 3 the first swing-up from below, 6 the first above 300.
+    held = episodes([0, 5, 0, 40, 60, 0, 800, 900])
+    assert ps.swing_up_to_hold(held, [1], 0.125) == (3, 6, (3_500 - 2_000) * 0.125)
+    swung = episodes([0, 5, 0, 40, 60, 0, 100, 90])  # never above 300: the updates to the run's end
+    assert ps.swing_up_to_hold(swung, [1], 0.375) == (3, None, (4_000 - 2_000) * 0.375)
+    assert ps.swing_up_to_hold(episodes([0, 5, 0]), [1], 0.125) == (None, None, None)  # only its start rewarded
+
+
 class _ZeroPolicy:
     """Stands in for `dreamer_actor.agent.Policy`: torque 0, the model action it would record."""
 
