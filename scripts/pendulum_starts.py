@@ -43,16 +43,16 @@ def near_upright_starts(seed: int, episodes: int) -> list[int]:
 def swing_up_to_hold(
     episodes: list[dict], starts: list[int], updates_per_step: float
 ) -> tuple[int | None, int | None, float | None]:
-    """(first swing-up from below, first episode above `HOLD`, updates from the one to the other or to the end).
+    """(first swing-up from below, first episode above `HOLD` from it on, updates between, or to the end).
 
     `episodes` are curve.json's (`return`, `env_steps` at its end); `starts` the near-upright ones, left out
     of the swing-ups; an update comes every `1 / updates_per_step` env steps.
     """
     swing = next((i for i, e in enumerate(episodes) if e["return"] > 0 and i not in starts), None)
-    hold = next((i for i, e in enumerate(episodes) if e["return"] > HOLD), None)
     if swing is None:
-        return None, hold, None
-    until = episodes[hold if hold is not None and hold >= swing else -1]["env_steps"]
+        return None, None, None
+    hold = next((i for i in range(swing, len(episodes)) if episodes[i]["return"] > HOLD), None)
+    until = episodes[-1 if hold is None else hold]["env_steps"]
     return swing, hold, (until - episodes[swing]["env_steps"]) * updates_per_step
 
 
