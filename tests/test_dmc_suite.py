@@ -8,6 +8,7 @@ import sys
 
 import gymnasium as gym
 import pytest
+import shimmy
 
 from dreamer_actor.agent.__main__ import _parser, parse_args
 from dreamer_actor.agent.run import RunConfig
@@ -27,7 +28,6 @@ results = _load("dmc_results")
 
 
 def test_the_suite_is_the_tables_and_its_ids_are_gymnasiums():
-    shimmy = pytest.importorskip("shimmy")  # in the dmc extra, which dev includes
     gym.register_envs(shimmy)
     assert suite.SUITE == results.SUITE
     for task in suite.TASKS:
