@@ -4,6 +4,8 @@
         --plot docs/results/dmc/curves.png --copy docs/results/dmc/runs \\
         --official-scores ../dreamerv3/scores/dmc_proprio-dreamerv3.json.gz   # a danijar/dreamerv3 checkout
 
+`--plot-variants NAME ...` plots only those variants (the headline figure of docs/agent.md).
+
 A run is a folder with `run.json` and `curve.json` (`python -m dreamer_actor.agent --out DIR`). Runs are
 grouped by task and by *variant*: the learning rules (`variant`) and the other flags that differ from the
 agent's defaults. Two scores per run, both at the run's last frame:
@@ -227,16 +229,26 @@ def plot(runs: list[dict[str, Any]], path: pathlib.Path, official: dict[str, Any
             top.axhline(ANCHORS[task][0], color="k", ls="--", lw=1)
         top.set_title(task, fontsize=9)
         top.set_xlabel("env frames")
-        bottom.set_xlabel("wall-clock minutes (one CPU core per run)")
+        bottom.set_xlabel("wall-clock minutes")
     axes[0][0].set_ylabel("return (line: training episodes; dots: eval)")
     axes[1][0].set_ylabel("deterministic eval, each seed")
     handles = [plt.Line2D([], [], color=colors[n], ls=styles[n], label=n) for n in names]
     label = "official DreamerV3 (training episodes, mean of 5 seeds)" if official else "official DreamerV3 at 100k"
     handles.append(plt.Line2D([], [], color="k", ls="--", label=label))
-    fig.legend(handles=handles, loc="lower center", fontsize=7, ncol=2)
-    fig.tight_layout(rect=(0, 0.03 + 0.02 * len(names) / 2, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.tight_layout()
+    # Below the axes, whatever its length: the saved figure grows to hold it.
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), fontsize=7, ncol=2)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def select_variants(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The runs of the variants `names` (as the table names them); a name no run has is an error listing them."""
+    known = sorted({r["variant"] for r in runs})
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"dmc_results: --plot-variants: no run of {unknown}; the variants found: {known}")
+    return [r for r in runs if r["variant"] in names]
 
 
 def suite_means(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -296,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dir", type=pathlib.Path, help="searched recursively for run folders")
     parser.add_argument("--markdown", type=pathlib.Path, help="also write the table here")
     parser.add_argument("--plot", type=pathlib.Path, help="write the curves (png) here")
+    parser.add_argument("--plot-variants", nargs="+", metavar="VARIANT",
+                        help="plot only these variants, named as the table names them (default: all)")  # fmt: skip
     parser.add_argument("--copy", type=pathlib.Path, help="copy each run's run.json and curve.json under here")
     parser.add_argument(
         "--official-scores", type=pathlib.Path,
@@ -315,7 +329,11 @@ def main(argv: list[str] | None = None) -> None:
         args.markdown.write_text(table + "\n")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(runs, args.plot, official_curves(args.official_scores) if args.official_scores else None)
+        try:
+            shown = select_variants(runs, args.plot_variants) if args.plot_variants else runs
+        except ValueError as error:
+            parser.error(str(error))
+        plot(shown, args.plot, official_curves(args.official_scores) if args.official_scores else None)
     if args.copy:
         copy_runs(runs, args.dir, args.copy)
 

@@ -74,6 +74,14 @@ def test_the_plot_is_written_for_runs_with_and_without_official_curves(tmp_path)
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_variants_keeps_the_named_variants_and_refuses_an_unknown_name():
+    runs = [{"task": t, "variant": v, "seed": 0} for t in ("cup_catch", "reacher_easy") for v in ("a", "b", "c")]
+    kept = dr.select_variants(runs, ["c", "a"])
+    assert [(r["task"], r["variant"]) for r in kept] == [(t, v) for t in ("cup_catch", "reacher_easy") for v in "ac"]
+    with pytest.raises(ValueError, match=r"--plot-variants: no run of \['d'\]; the variants found: \['a', 'b', 'c'\]"):
+        dr.select_variants(runs, ["a", "d"])
+
+
 def test_the_four_task_mean_averages_each_tasks_seed_mean_over_finished_runs_only():
     def run(task, name, seed, score, done=True):
         return {"task": task, "variant": name, "seed": seed, "done": done, "eval": score, "train": score / 2}
