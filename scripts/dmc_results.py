@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     runs = load_runs(args.dir)
     if not runs:
         raise SystemExit(f"no run with an evaluation under {args.dir}")
+    try:  # a wrong variant name fails before anything is written
+        shown = select_variants(runs, args.plot_variants) if args.plot_variants else runs
+    except ValueError as error:
+        parser.error(str(error))
     table = markdown(runs)
     suite = suite_markdown(runs)
     if suite:
@@ -329,10 +333,6 @@ def main(argv: list[str] | None = None) -> None:
         args.markdown.write_text(table + "\n")
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            shown = select_variants(runs, args.plot_variants) if args.plot_variants else runs
-        except ValueError as error:
-            parser.error(str(error))
         plot(shown, args.plot, official_curves(args.official_scores) if args.official_scores else None)
     if args.copy:
         copy_runs(runs, args.dir, args.copy)
